@@ -1,0 +1,19 @@
+//! Vectors for each run part, and their fusion into one matrix per run.
+//!
+//! A part's vectors come from a precomputed `.npy` (this module) or, later, from an encoder plugin.
+//! Whatever their source, the output is a [`Vectors`] matrix whose row `i` belongs to dataset
+//! sample `i`.
+
+/// A dense row-major `f32` matrix: `n` rows of `dim` values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vectors {
+    pub n: usize,
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+impl Vectors {
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}

@@ -1,0 +1,7 @@
+//! embedlab: declarative evaluation of embedding models for multimodal retrieval.
+
+pub mod dataset;
+pub mod digest;
+pub mod embed;
+pub mod retrieval;
+pub mod rng;
