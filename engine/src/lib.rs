@@ -5,3 +5,5 @@ pub mod digest;
 pub mod embed;
 pub mod retrieval;
 pub mod rng;
+pub mod manifest;
+pub mod metrics;

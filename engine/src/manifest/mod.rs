@@ -1,0 +1,465 @@
+//! Manifests: what an experiment is, read from TOML and layered with overrides.
+//!
+//! Layers, later ones winning: the TOML file, `EMBEDLAB_SECTION__KEY=value` environment variables,
+//! then `--set section.key=value` flags (figment merges them). The file is first checked alone so
+//! that a typo or a wrong type is reported as `file:line:col` with a suggestion; an override's
+//! error names the variable or flag. Then runs with a `sweep` expand into the cross product of
+//! their values, everything is validated, and relative paths are resolved against the manifest's
+//! folder. Output: a [`Manifest`] the planner can trust.
+
+mod locate;
+pub mod schema;
+mod sweep;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+
+pub use locate::{KeyPath, Location};
+pub use schema::{Backend, CaptionSource, DatasetFormat, Modality};
+use schema::{DatasetTable, ManifestFile, Part, Run};
+
+use crate::digest::{Digest, Hasher};
+
+/// What went wrong reading a manifest; every message names where.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path}: cannot read manifest: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// Syntax errors, unknown keys, wrong types and bad values, located in the file.
+    #[error("{location}: {message}")]
+    At { location: Location, message: String },
+    /// A problem in an environment variable or `--set` flag.
+    #[error("{origin}: {message}")]
+    Override { origin: String, message: String },
+    #[error("--set {0}: expected key.path=value")]
+    BadSet(String),
+}
+
+/// A validated experiment, paths absolute, sweeps expanded.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub path: PathBuf,
+    /// Digest of the manifest after all overrides (provenance).
+    pub digest: Digest,
+    pub experiment: schema::Experiment,
+    pub dataset: DatasetTable,
+    pub retrieval: schema::Retrieval,
+    /// Sorted, de-duplicated metric cutoffs, each in `1..=retrieval.k`.
+    pub cutoffs: Vec<usize>,
+    pub per_query: bool,
+    pub encoders: std::collections::BTreeMap<String, schema::Encoder>,
+    pub runs: Vec<Run>,
+    /// For each run, the index of the `[[runs]]` table it was expanded from.
+    origins: Vec<usize>,
+}
+
+impl Manifest {
+    /// Seed of the dataset subsample.
+    pub fn dataset_seed(&self) -> u64 {
+        self.dataset.seed.unwrap_or(self.experiment.seed)
+    }
+
+    /// Seed of a run's `random` captions.
+    pub fn caption_seed(&self, run: &Run) -> u64 {
+        run.caption_seed.unwrap_or(self.experiment.seed)
+    }
+}
+
+/// Overrides applied on top of the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Read `EMBEDLAB_SECTION__KEY` variables.
+    pub env: bool,
+    /// `key.path=value` pairs, applied in order.
+    pub sets: Vec<String>,
+}
+
+/// Reads, layers, expands, validates and resolves a manifest.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
+    check_file_alone(path, &text)?;
+    let layered = layer(&text, overrides)?;
+    let ctx = Context { path, text: &text };
+    let digest = manifest_digest(&layered);
+    let (origins, runs) = sweep::expand(&layered.runs, &ctx)?.into_iter().unzip();
+    let mut manifest = Manifest {
+        path: path.to_path_buf(),
+        digest,
+        cutoffs: Vec::new(),
+        per_query: layered.metrics.per_query,
+        experiment: layered.experiment,
+        dataset: layered.dataset,
+        retrieval: layered.retrieval,
+        encoders: layered.encoders,
+        runs,
+        origins,
+    };
+    manifest.cutoffs = validate(&manifest, &layered.metrics.cutoffs, &ctx)?;
+    resolve_paths(&mut manifest);
+    Ok(manifest)
+}
+
+/// The manifest text and name, for locating errors.
+pub(crate) struct Context<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+impl Context<'_> {
+    pub fn error(&self, key: &KeyPath, message: impl std::fmt::Display) -> ManifestError {
+        ManifestError::At {
+            location: Location::of_key(self.path, self.text, key),
+            message: format!("{key}: {message}"),
+        }
+    }
+}
+
+/// Parses the file by itself, so its errors carry exact positions.
+fn check_file_alone(path: &Path, text: &str) -> Result<(), ManifestError> {
+    let Err(err) = toml::from_str::<ManifestFile>(text) else { return Ok(()) };
+    let offset = err.span().map_or(0, |s| s.start);
+    let mut message = err.message().trim().replace('\n', " ");
+    if let Some(right) = locate::suggestion(&message) {
+        message.push_str(&format!("; did you mean `{right}`?"));
+    }
+    Err(ManifestError::At { location: Location::at_offset(path, text, offset), message })
+}
+
+fn layer(text: &str, overrides: &Overrides) -> Result<ManifestFile, ManifestError> {
+    let mut figment = Figment::from(Toml::string(text));
+    if overrides.env {
+        figment = figment.merge(manifest_env());
+    }
+    for set in &overrides.sets {
+        let (key, value) = parse_set(set)?;
+        figment = figment.merge(Serialized::default(key, value));
+    }
+    figment.extract().map_err(override_error)
+}
+
+/// Only variables with a `__` section separator are manifest keys, so `EMBEDLAB_CACHE_DIR` and
+/// friends stay CLI settings.
+fn manifest_env() -> Env {
+    Env::prefixed("EMBEDLAB_").filter(|key| key.as_str().contains("__")).split("__")
+}
+
+fn parse_set(set: &str) -> Result<(&str, figment::value::Value), ManifestError> {
+    let (key, raw) = set.split_once('=').ok_or_else(|| ManifestError::BadSet(set.to_string()))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(ManifestError::BadSet(set.to_string()));
+    }
+    let value = raw.trim().parse().unwrap_or_else(|_| raw.trim().into());
+    Ok((key, value))
+}
+
+fn override_error(err: figment::Error) -> ManifestError {
+    use figment::error::Kind;
+    let from_env = err.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+    let origin = if from_env {
+        format!("environment variable EMBEDLAB_{}", err.path.join("__").to_uppercase())
+    } else {
+        format!("--set {}", err.path.join("."))
+    };
+    let mut message = err.kind.to_string();
+    if let Kind::UnknownField(field, expected) | Kind::UnknownVariant(field, expected) = &err.kind
+        && let Some(right) = locate::closest(field, expected.iter().copied())
+    {
+        message.push_str(&format!("; did you mean `{right}`?"));
+    }
+    ManifestError::Override { origin, message }
+}
+
+fn manifest_digest(layered: &ManifestFile) -> Digest {
+    let json = serde_json::to_string(layered).expect("manifest serialises");
+    Hasher::new("manifest").str(&json).finish()
+}
+
+/// Checks what the schema cannot express; returns the metric cutoffs.
+fn validate(m: &Manifest, cutoffs: &[usize], ctx: &Context) -> Result<Vec<usize>, ManifestError> {
+    let root = KeyPath::default();
+    let name = &m.experiment.name;
+    if name.is_empty() || name.starts_with('.') || !name.chars().all(is_name_char) {
+        return Err(ctx.error(
+            &root.clone().name("experiment").name("name"),
+            "use letters, digits, '-', '_' or '.' (it names the report folder)",
+        ));
+    }
+    validate_dataset(&m.dataset, ctx)?;
+    let retrieval = root.clone().name("retrieval");
+    if m.retrieval.k == 0 {
+        return Err(ctx.error(&retrieval.name("k"), "must be at least 1"));
+    }
+    if m.retrieval.query_block == 0 {
+        return Err(ctx.error(&retrieval.name("query_block"), "must be at least 1"));
+    }
+    let cutoffs = validate_cutoffs(cutoffs, m.retrieval.k, ctx)?;
+    if m.runs.is_empty() {
+        return Err(ctx.error(&root.name("runs"), "declare at least one [[runs]]"));
+    }
+    let mut names = BTreeSet::new();
+    for (i, run) in m.runs.iter().enumerate() {
+        let at = root.clone().name("runs").index(m.origins[i]);
+        if !names.insert(&run.name) {
+            return Err(ctx.error(&at.name("name"), format!("duplicate run name \"{}\"", run.name)));
+        }
+        validate_run(run, &at, m, ctx)?;
+    }
+    Ok(cutoffs)
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn validate_dataset(d: &DatasetTable, ctx: &Context) -> Result<(), ManifestError> {
+    let at = KeyPath::default().name("dataset");
+    let wrong_key = |key: &str, why: &str| ctx.error(&at.clone().name(key), why.to_string());
+    match d.format {
+        schema::DatasetFormat::Jsonl => {
+            if d.path.is_none() {
+                return Err(wrong_key("path", "format \"jsonl\" needs `path` (the samples file)"));
+            }
+            if !d.captions.is_empty() || !d.instances.is_empty() {
+                return Err(wrong_key("format", "`captions`/`instances` files are for format \"coco\""));
+            }
+        }
+        schema::DatasetFormat::Coco => {
+            if d.instances.is_empty() {
+                return Err(wrong_key("instances", "format \"coco\" needs `instances` files (labels)"));
+            }
+            if d.path.is_some() {
+                return Err(wrong_key("path", "`path` is for format \"jsonl\"; coco uses `captions` and `instances`"));
+            }
+        }
+    }
+    if d.min_label_set_count == 0 {
+        return Err(wrong_key("min_label_set_count", "must be at least 1"));
+    }
+    if d.limit.is_some_and(|l| l < d.min_label_set_count.max(2)) {
+        return Err(wrong_key("limit", "too small to keep any label set with a relevant neighbour"));
+    }
+    Ok(())
+}
+
+fn validate_cutoffs(cutoffs: &[usize], k: usize, ctx: &Context) -> Result<Vec<usize>, ManifestError> {
+    let at = KeyPath::default().name("metrics").name("cutoffs");
+    if let Some(bad) = cutoffs.iter().find(|&&c| c == 0 || c > k) {
+        return Err(ctx.error(&at, format!("cutoff {bad} is outside 1..={k} (retrieval.k)")));
+    }
+    let mut sorted: Vec<usize> = if cutoffs.is_empty() { vec![k] } else { cutoffs.to_vec() };
+    sorted.sort_unstable();
+    sorted.dedup();
+    Ok(sorted)
+}
+
+fn validate_run(run: &Run, at: &KeyPath, m: &Manifest, ctx: &Context) -> Result<(), ManifestError> {
+    if run.name.is_empty() {
+        return Err(ctx.error(&at.clone().name("name"), "must not be empty"));
+    }
+    if run.parts.is_empty() {
+        return Err(ctx.error(&at.clone().name("parts"), "declare at least one part"));
+    }
+    for (p, part) in run.parts.iter().enumerate() {
+        validate_part(part, &at.clone().name("parts").index(p), m, ctx)?;
+    }
+    Ok(())
+}
+
+fn validate_part(part: &Part, at: &KeyPath, m: &Manifest, ctx: &Context) -> Result<(), ManifestError> {
+    match (&part.precomputed, &part.encoder) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ctx.error(at, "a part needs exactly one of `precomputed` or `encoder`"));
+        }
+        (None, Some(name)) => {
+            if !m.encoders.contains_key(name) {
+                let hint = locate::closest(name, m.encoders.keys().map(String::as_str))
+                    .map(|n| format!("; did you mean \"{n}\"?"))
+                    .unwrap_or_default();
+                return Err(ctx.error(
+                    &at.clone().name("encoder"),
+                    format!("no [encoders.{name}] table{hint}"),
+                ));
+            }
+            if part.ids.is_some() {
+                return Err(ctx.error(&at.clone().name("ids"), "`ids` belongs to a `precomputed` part"));
+            }
+        }
+        (Some(_), None) => {
+            if part.input.is_some() {
+                return Err(ctx.error(&at.clone().name("input"), "`input` belongs to an `encoder` part"));
+            }
+        }
+    }
+    if !(part.weight.is_finite() && part.weight > 0.0) {
+        return Err(ctx.error(&at.clone().name("weight"), format!("must be > 0 (got {})", part.weight)));
+    }
+    Ok(())
+}
+
+fn resolve_paths(m: &mut Manifest) {
+    let base = m.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = std::path::absolute(&base).unwrap_or(base);
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    let d = &mut m.dataset;
+    d.path.iter_mut().chain(d.images.iter_mut()).for_each(resolve);
+    d.captions.iter_mut().chain(d.instances.iter_mut()).for_each(resolve);
+    for part in m.runs.iter_mut().flat_map(|r| r.parts.iter_mut()) {
+        part.precomputed.iter_mut().chain(part.ids.iter_mut()).for_each(resolve);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[experiment]
+name = "demo"
+seed = 7
+
+[dataset]
+format = "jsonl"
+path = "data/samples.jsonl"
+
+[retrieval]
+k = 5
+
+[[runs]]
+name = "text"
+parts = [{ precomputed = "vectors/text.npy" }]
+"#;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn load_text(text: &str, sets: &[&str]) -> Result<Manifest, ManifestError> {
+        let (_dir, path) = write(text);
+        let overrides = Overrides { env: false, sets: sets.iter().map(|s| s.to_string()).collect() };
+        load(&path, &overrides)
+    }
+
+    fn error(text: &str, sets: &[&str]) -> String {
+        load_text(text, sets).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn loads_defaults_and_resolves_paths_against_the_manifest_folder() {
+        let (dir, path) = write(BASE);
+        let m = load(&path, &Overrides::default()).unwrap();
+        assert_eq!(m.retrieval.k, 5);
+        assert_eq!(m.cutoffs, [5]);
+        assert_eq!(m.dataset.min_label_set_count, 2);
+        assert_eq!(m.dataset_seed(), 7);
+        let expected = std::path::absolute(dir.path()).unwrap().join("data/samples.jsonl");
+        assert_eq!(m.dataset.path.as_deref(), Some(expected.as_path()));
+        assert!(m.runs[0].parts[0].precomputed.as_ref().unwrap().is_absolute());
+        assert!(m.runs[0].normalize_parts);
+    }
+
+    #[test]
+    fn misspelt_key_names_line_column_and_suggestion() {
+        let err = error(&BASE.replace("[retrieval]\nk = 5", "[retrieval]\nkk = 5"), &[]);
+        assert!(err.contains("m.toml:11:1: unknown field `kk`"), "{err}");
+        assert!(err.contains("did you mean `k`?"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_column() {
+        let err = error(&BASE.replace("k = 5", "k = \"five\""), &[]);
+        assert!(err.contains("m.toml:11:5: invalid type: string \"five\""), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let err = error(&BASE.replace("seed = 7", "seed = = 7"), &[]);
+        assert!(err.contains("m.toml:4:"), "{err}");
+    }
+
+    #[test]
+    fn set_overrides_the_file_and_changes_the_digest() {
+        let plain = load_text(BASE, &[]).unwrap();
+        let m = load_text(BASE, &["retrieval.k=20", "dataset.limit=100"]).unwrap();
+        assert_eq!(m.retrieval.k, 20);
+        assert_eq!(m.dataset.limit, Some(100));
+        assert_ne!(plain.digest, m.digest);
+        assert_eq!(plain.digest, load_text(BASE, &[]).unwrap().digest);
+    }
+
+    #[test]
+    fn bad_set_names_the_flag_and_suggests() {
+        let err = error(BASE, &["retrieval.kk=3"]);
+        assert!(err.starts_with("--set retrieval"), "{err}");
+        assert!(err.contains("did you mean `k`?"), "{err}");
+        let err = error(BASE, &["retrieval.k=many"]);
+        assert!(err.contains("--set retrieval.k"), "{err}");
+        assert!(error(BASE, &["no-equals-sign"]).contains("expected key.path=value"));
+    }
+
+    #[test]
+    fn environment_variables_layer_between_file_and_flags() {
+        let (_dir, path) = write(BASE);
+        let both = Overrides { env: true, sets: vec!["retrieval.query_block=64".into()] };
+        let mut loaded = None;
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EMBEDLAB_RETRIEVAL__K", "3");
+            jail.set_env("EMBEDLAB_CACHE_DIR", "/elsewhere"); // a CLI setting, not a manifest key
+            loaded = Some(load(&path, &both).unwrap());
+            Ok(())
+        });
+        let m = loaded.unwrap();
+        assert_eq!((m.retrieval.k, m.retrieval.query_block), (3, 64));
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_key() {
+        let err = error(&BASE.replace("k = 5", "k = 0"), &[]);
+        assert!(err.contains("m.toml:11:5: retrieval.k: must be at least 1"), "{err}");
+
+        let dup = format!("{BASE}\n[[runs]]\nname = \"text\"\nparts = [{{ precomputed = \"b.npy\" }}]\n");
+        let err = error(&dup, &[]);
+        assert!(err.contains(":18:8: runs[1].name: duplicate run name \"text\""), "{err}");
+
+        let neg = BASE.replace("text.npy\" }", "text.npy\", weight = -0.5 }");
+        assert!(error(&neg, &[]).contains("runs[0].parts[0].weight: must be > 0 (got -0.5)"));
+
+        let enc = BASE.replace("precomputed = \"vectors/text.npy\"", "encoder = \"minlm\"")
+            + "\n[encoders.minilm]\nplugin = \"candle\"\nmodel = \"m\"\n";
+        let err = error(&enc, &[]);
+        assert!(err.contains("no [encoders.minlm] table; did you mean \"minilm\"?"), "{err}");
+
+        let cut = BASE.replace("k = 5", "k = 5\n[metrics]\ncutoffs = [1, 9]");
+        assert!(error(&cut, &[]).contains("cutoff 9 is outside 1..=5"));
+    }
+
+    #[test]
+    fn coco_needs_instances() {
+        let coco = BASE.replace("format = \"jsonl\"\npath = \"data/samples.jsonl\"", "format = \"coco\"");
+        assert!(error(&coco, &[]).contains("format \"coco\" needs `instances`"));
+    }
+
+    #[test]
+    fn sweeps_expand_and_validate_each_value() {
+        let sweep = BASE.replace(
+            "parts = [{ precomputed = \"vectors/text.npy\" }]",
+            "parts = [{ precomputed = \"vectors/text.npy\" }]\nsweep = { \"parts.0.weight\" = [1.0, -2.0] }",
+        );
+        let err = error(&sweep, &[]);
+        assert!(err.contains("runs[0].parts[0].weight: must be > 0 (got -2)"), "{err}");
+        let ok = load_text(&sweep.replace("-2.0", "2.0"), &[]).unwrap();
+        let names: Vec<&str> = ok.runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["text_1.0", "text_2.0"]);
+    }
+}

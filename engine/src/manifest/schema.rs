@@ -1,0 +1,181 @@
+//! The manifest's TOML schema, exactly as users write it.
+//!
+//! Every table denies unknown keys (typos must not pass silently), except `[encoders.NAME]`, whose
+//! extra keys are options for the encoder's plugin. Paths are kept as written; `resolve` turns them
+//! into absolute paths against the manifest's folder.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestFile {
+    pub experiment: Experiment,
+    pub dataset: DatasetTable,
+    #[serde(default)]
+    pub retrieval: Retrieval,
+    #[serde(default)]
+    pub metrics: Metrics,
+    #[serde(default)]
+    pub encoders: BTreeMap<String, Encoder>,
+    pub runs: Vec<Run>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Seed of every random choice (subsampling, `random` captions) unless a table sets its own.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetFormat {
+    Coco,
+    Jsonl,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetTable {
+    pub format: DatasetFormat,
+    /// Display name in reports; defaults to the annotation file's stem.
+    pub name: Option<String>,
+    /// `jsonl`: the samples file.
+    pub path: Option<PathBuf>,
+    /// `coco`: `captions_*.json` files (several splits are merged).
+    #[serde(default)]
+    pub captions: Vec<PathBuf>,
+    /// `coco`: `instances_*.json` files.
+    #[serde(default)]
+    pub instances: Vec<PathBuf>,
+    /// Folder that image paths are relative to.
+    pub images: Option<PathBuf>,
+    #[serde(default = "default_min_label_set_count")]
+    pub min_label_set_count: usize,
+    /// Keep a seeded, label-set-stratified subsample of this many samples.
+    pub limit: Option<usize>,
+    /// Seed of the subsample; defaults to `experiment.seed`.
+    pub seed: Option<u64>,
+}
+
+fn default_min_label_set_count() -> usize {
+    2
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Exact,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retrieval {
+    #[serde(default = "default_k")]
+    pub k: usize,
+    #[serde(default)]
+    pub backend: Backend,
+    /// Queries scored per GEMM block (memory ≈ block × N × 4 bytes per thread).
+    #[serde(default = "default_query_block")]
+    pub query_block: usize,
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        Retrieval { k: default_k(), backend: Backend::Exact, query_block: default_query_block() }
+    }
+}
+
+fn default_k() -> usize {
+    10
+}
+
+fn default_query_block() -> usize {
+    1024
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Cutoffs to report, each ≤ `retrieval.k`; defaults to `[retrieval.k]`.
+    #[serde(default)]
+    pub cutoffs: Vec<usize>,
+    /// Write per-query neighbours, scores and hit flags next to results.json.
+    #[serde(default = "yes")]
+    pub per_query: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An encoder declared once and referenced by runs; extra keys go to its plugin.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Encoder {
+    pub plugin: String,
+    pub model: String,
+    #[serde(flatten)]
+    pub options: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptionSource {
+    /// All human captions joined with a space, in file order.
+    Concat,
+    /// One human caption per sample, chosen by seed.
+    Random,
+    /// The first human caption.
+    First,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    Text,
+    Image,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    pub name: String,
+    /// Caption source for text parts.
+    pub captions: Option<CaptionSource>,
+    /// Seed of `random` captions; defaults to `experiment.seed`.
+    pub caption_seed: Option<u64>,
+    /// L2-normalise each part before weighting and concatenation (false: the article's raw `++`).
+    #[serde(default = "yes")]
+    pub normalize_parts: bool,
+    pub parts: Vec<Part>,
+    /// Sweep: key path inside this run → values; the run expands into the cross product.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sweep: BTreeMap<String, Vec<toml::Value>>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Part {
+    /// A float32 `.npy` of vectors computed elsewhere.
+    pub precomputed: Option<PathBuf>,
+    /// Its ids file; defaults to the sibling `<stem>.ids.txt`.
+    pub ids: Option<PathBuf>,
+    /// Name of an `[encoders.NAME]` table.
+    pub encoder: Option<String>,
+    /// What the encoder embeds.
+    pub input: Option<Modality>,
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
