@@ -6,8 +6,16 @@
 //! taken. The result carries a fingerprint (annotation file digests + selected ids) that reports
 //! print and cache keys build on.
 //!
+//! Entry point: [`load`] with a [`Source`] (which files, all paths absolute) and [`LoadOptions`].
+//! Errors are [`DatasetError`]s whose one-line messages name the file, line and sample.
+//!
 //! Invariant: sample order is deterministic (file order), and row `i` of every vector matrix
 //! downstream is `samples[i]`.
+
+mod coco;
+mod error;
+mod filter;
+mod jsonl;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,7 +23,124 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::digest::{Digest, Hasher};
+
+pub use error::DatasetError;
+
+/// Where a dataset's annotation files are. Paths are absolute (the manifest layer resolves them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// COCO captions and instances files, several splits merged in the order given (captions
+    /// files first). `captions` may be empty (a label-only dataset); `images` is the folder the
+    /// images' `file_name`s are relative to.
+    Coco {
+        captions: Vec<PathBuf>,
+        instances: Vec<PathBuf>,
+        images: Option<PathBuf>,
+    },
+    /// One JSONL file; image paths are relative to `images`, else to the file's folder.
+    Jsonl {
+        path: PathBuf,
+        images: Option<PathBuf>,
+    },
+}
+
+impl Source {
+    /// The format's name as manifests write it.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Source::Coco { .. } => "coco",
+            Source::Jsonl { .. } => "jsonl",
+        }
+    }
+}
+
+/// How to filter what a [`Source`] holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The dataset's display name.
+    pub name: String,
+    /// Label sets with fewer samples are dropped (default 2: every query needs a relevant item).
+    pub min_label_set_count: usize,
+    /// Keep a seeded, label-set-stratified subsample of this many samples.
+    pub limit: Option<usize>,
+    /// Seed of the subsample.
+    pub seed: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            name: String::new(),
+            min_label_set_count: 2,
+            limit: None,
+            seed: 0,
+        }
+    }
+}
+
+/// What a loader hands to the shared rules: samples in file order and the digests of the files
+/// read, in order.
+struct Loaded {
+    samples: Vec<Sample>,
+    digests: Vec<Digest>,
+}
+
+/// Reads `source`, applies the shared rules (see the module doc) and fingerprints the result.
+pub fn load(source: &Source, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
+    let rules = filter::Rules {
+        min_label_set_count: opts.min_label_set_count,
+        limit: opts.limit,
+        seed: opts.seed,
+    };
+    rules.check()?;
+    let loaded = match source {
+        Source::Coco { instances, .. } if instances.is_empty() => {
+            return Err(DatasetError::Options(
+                "a coco dataset needs at least one instances file (labels come from it)".into(),
+            ));
+        }
+        Source::Coco {
+            captions,
+            instances,
+            images,
+        } => coco::read(captions, instances, images.as_deref())?,
+        Source::Jsonl { path, images } => jsonl::read(path, images.as_deref())?,
+    };
+    let (samples, stats) = filter::apply(loaded.samples, &rules);
+    let fingerprint = fingerprint(source, &loaded.digests, opts, &samples);
+    Ok(Dataset {
+        name: opts.name.clone(),
+        samples,
+        fingerprint,
+        stats,
+    })
+}
+
+/// Digest of everything that determines the samples: format, annotation file contents, rules and
+/// the selected ids. The seed only counts when a limit is set (otherwise it selects nothing).
+fn fingerprint(
+    source: &Source,
+    files: &[Digest],
+    opts: &LoadOptions,
+    samples: &[Sample],
+) -> Digest {
+    let mut hasher = Hasher::new("dataset");
+    hasher.str(source.format()).u64(files.len() as u64);
+    for digest in files {
+        hasher.digest(digest);
+    }
+    hasher.u64(opts.min_label_set_count as u64);
+    match opts.limit {
+        Some(limit) => hasher.bool(true).u64(limit as u64).u64(opts.seed),
+        None => hasher.bool(false),
+    };
+    hasher.u64(samples.len() as u64);
+    for sample in samples {
+        hasher.str(&sample.id.0);
+    }
+    hasher.finish()
+}
 
 /// A sample's id as the dataset writes it (COCO: the image id; JSONL: the `id` field).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -4,6 +4,13 @@
 //! Whatever their source, the output is a [`Vectors`] matrix whose row `i` belongs to dataset
 //! sample `i`.
 
+mod error;
+pub mod fusion;
+pub mod npy;
+pub mod precomputed;
+
+pub use error::EmbedError;
+
 /// A dense row-major `f32` matrix: `n` rows of `dim` values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Vectors {

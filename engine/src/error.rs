@@ -1,0 +1,47 @@
+//! The library's error type: each stage's error, plus the run it happened in.
+
+use std::path::PathBuf;
+
+use crate::cache::CacheError;
+use crate::captions::NoCaptions;
+use crate::dataset::DatasetError;
+use crate::embed::EmbedError;
+use crate::manifest::ManifestError;
+use crate::retrieval::RetrievalError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Captions(#[from] NoCaptions),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error("sample {id}: {source}")]
+    WithSample { id: String, source: EmbedError },
+    #[error(transparent)]
+    Retrieval(#[from] RetrievalError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Report { path: PathBuf, message: String },
+    /// Something this build cannot do yet, said plainly.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("run \"{run}\": {source}")]
+    InRun { run: String, source: Box<Error> },
+}
+
+impl Error {
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_path_buf(), source }
+    }
+
+    pub fn in_run(self, run: &str) -> Error {
+        Error::InRun { run: run.to_string(), source: Box::new(self) }
+    }
+}

@@ -1,0 +1,68 @@
+//! Byte formats of the stored stage outputs.
+//!
+//! `dataset` and `metrics` are JSON (small, inspectable); `knn` is binary (`n × k` indices and
+//! scores, little-endian) with the timings of the computation that produced it, so a cached run
+//! still reports how long its work took.
+
+use crate::retrieval::Neighbours;
+
+const KNN_MAGIC: &[u8; 8] = b"EMBLKNN1";
+
+/// A stored k-NN result and what producing it cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KnnRecord {
+    pub neighbours: Neighbours,
+    /// Seconds spent building the fused vectors (loading or encoding, then fusing).
+    pub embed_s: f64,
+    pub knn_s: f64,
+}
+
+pub fn encode_knn(record: &KnnRecord) -> Vec<u8> {
+    let nb = &record.neighbours;
+    let mut out = Vec::with_capacity(40 + nb.indices.len() * 8);
+    out.extend_from_slice(KNN_MAGIC);
+    out.extend_from_slice(&(nb.n as u64).to_le_bytes());
+    out.extend_from_slice(&(nb.k as u64).to_le_bytes());
+    out.extend_from_slice(&record.embed_s.to_le_bytes());
+    out.extend_from_slice(&record.knn_s.to_le_bytes());
+    nb.indices.iter().for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
+    nb.scores.iter().for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
+    out
+}
+
+/// Decodes a `knn` entry; `None` when the bytes are not one (an entry from another version).
+pub fn decode_knn(bytes: &[u8]) -> Option<KnnRecord> {
+    let rest = bytes.strip_prefix(KNN_MAGIC)?;
+    let word = |i: usize| -> Option<[u8; 8]> { rest.get(i * 8..i * 8 + 8)?.try_into().ok() };
+    let n = u64::from_le_bytes(word(0)?) as usize;
+    let k = u64::from_le_bytes(word(1)?) as usize;
+    let embed_s = f64::from_le_bytes(word(2)?);
+    let knn_s = f64::from_le_bytes(word(3)?);
+    let body = &rest[32..];
+    let count = n.checked_mul(k)?;
+    if body.len() != count.checked_mul(8)? {
+        return None;
+    }
+    let (idx, scores) = body.split_at(count * 4);
+    let indices = idx.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let scores = scores.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    Some(KnnRecord { neighbours: Neighbours { n, k, indices, scores }, embed_s, knn_s })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knn_round_trips_and_rejects_foreign_bytes() {
+        let record = KnnRecord {
+            neighbours: Neighbours { n: 2, k: 2, indices: vec![1, 0, 0, 1], scores: vec![0.5, 0.25, 0.5, -1.0] },
+            embed_s: 1.5,
+            knn_s: 0.25,
+        };
+        let bytes = encode_knn(&record);
+        assert_eq!(decode_knn(&bytes), Some(record));
+        assert_eq!(decode_knn(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_knn(b"not a knn entry"), None);
+    }
+}

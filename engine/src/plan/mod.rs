@@ -1,0 +1,327 @@
+//! The plan: a manifest turned into a DAG of stages, each identified by a content key.
+//!
+//! ```text
+//! dataset ──► vectors (one per part) ──► fuse ──► knn ──► metrics
+//! ```
+//! A stage's key is a digest of everything that determines its output: the content digests of its
+//! input files and its upstream keys and options, never file names or timestamps. Runs that share a
+//! stage (the same vectors, the same fusion) share its key, so it appears once and runs once. The
+//! `dataset`, `knn` and `metrics` outputs are kept in the cache; part vectors and their fusion are
+//! cheap to rebuild from their inputs and are only built when a `knn` output is missing.
+//!
+//! `embedlab plan` prints this DAG with what is cached — and, like `dvc status`, it must tell the
+//! truth: it derives every key exactly as the executor does.
+
+mod codec;
+mod execute;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+pub use execute::{Executor, RunOutput, Timing};
+
+use crate::cache::Store;
+use crate::captions;
+use crate::dataset::{LoadOptions, Source};
+use crate::digest::{Digest, Hasher};
+use crate::embed::precomputed::ids_path_for;
+use crate::error::Error;
+use crate::manifest::schema::{Part, Run};
+use crate::manifest::{CaptionSource, DatasetFormat, Manifest, Modality};
+
+/// Cache folders of the stored stages.
+pub const DATASET: &str = "dataset";
+pub const KNN: &str = "knn";
+pub const METRICS: &str = "metrics";
+
+/// The dataset stage: where samples come from and its key.
+#[derive(Clone, Debug)]
+pub struct DatasetStage {
+    pub key: Digest,
+    pub source: Source,
+    pub options: LoadOptions,
+    /// Annotation files with their content digests (provenance).
+    pub inputs: Vec<(PathBuf, Digest)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StageKind {
+    /// Vectors computed elsewhere, matched to samples by id.
+    Precomputed { npy: PathBuf, ids: PathBuf, digest: Digest },
+    /// Vectors from an encoder plugin.
+    Encode { encoder: String, input: Modality, captions: Option<(CaptionSource, u64)> },
+    /// Weighted concatenation of the part vectors (`deps`), normalised.
+    Fuse { normalize_parts: bool, weights: Vec<f64> },
+    Knn { k: usize },
+    Metrics { cutoffs: Vec<usize> },
+}
+
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub key: Digest,
+    pub kind: StageKind,
+    pub deps: Vec<usize>,
+}
+
+impl Stage {
+    /// The cache folder of a stored stage; `None` for stages rebuilt in memory.
+    pub fn cache_folder(&self) -> Option<&'static str> {
+        match self.kind {
+            StageKind::Knn { .. } => Some(KNN),
+            StageKind::Metrics { .. } => Some(METRICS),
+            _ => None,
+        }
+    }
+}
+
+/// The stages of one run.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub name: String,
+    pub parts: Vec<usize>,
+    pub fuse: usize,
+    pub knn: usize,
+    pub metrics: usize,
+    /// Human-readable part descriptions, for reports.
+    pub part_labels: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub dataset: DatasetStage,
+    pub stages: Vec<Stage>,
+    pub runs: Vec<RunPlan>,
+    /// Runs that cannot be planned (an input file is missing or unreadable), with the reason.
+    pub broken: Vec<(String, Error)>,
+}
+
+impl Plan {
+    /// Derives every stage and key from the manifest, reading only input files' contents.
+    pub fn build(manifest: &Manifest) -> Result<Plan, Error> {
+        let dataset = dataset_stage(manifest)?;
+        let mut builder = Builder { stages: Vec::new(), index: HashMap::new() };
+        let mut runs = Vec::new();
+        let mut broken = Vec::new();
+        for run in &manifest.runs {
+            match builder.run(manifest, &dataset, run) {
+                Ok(run_plan) => runs.push(run_plan),
+                Err(e) => broken.push((run.name.clone(), e)),
+            }
+        }
+        Ok(Plan { dataset, stages: builder.stages, runs, broken })
+    }
+
+    /// The DAG as `embedlab plan` prints it.
+    pub fn describe(&self, manifest: &Manifest, store: &Store) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "experiment {} (manifest {})", manifest.experiment.name, manifest.digest.short());
+        let _ = writeln!(out, "cache      {}", store.root().display());
+        let ds = &self.dataset;
+        let _ = writeln!(
+            out,
+            "\n  {:>4} {:<8} {:<40} {:<9} {}",
+            "",
+            "dataset",
+            dataset_label(ds),
+            mark(store.contains(DATASET, &ds.key)),
+            ds.key.short()
+        );
+        for (i, stage) in self.stages.iter().enumerate() {
+            let status = match stage.cache_folder() {
+                Some(folder) => mark(store.contains(folder, &stage.key)),
+                None if matches!(stage.kind, StageKind::Fuse { .. }) => "in memory",
+                None => "input",
+            };
+            let _ = writeln!(
+                out,
+                "  {:>4} {:<8} {:<40} {:<9} {}",
+                format!("[{}]", i + 1),
+                kind_name(&stage.kind),
+                self.stage_label(stage),
+                status,
+                stage.key.short()
+            );
+        }
+        let _ = writeln!(out, "\nruns");
+        for run in &self.runs {
+            let _ = writeln!(out, "  {:<32} → [{}]", run.name, run.metrics + 1);
+        }
+        for (name, error) in &self.broken {
+            let _ = writeln!(out, "  {name:<32} ✗ {error}");
+        }
+        out
+    }
+
+    fn stage_label(&self, stage: &Stage) -> String {
+        let deps: Vec<String> = stage.deps.iter().map(|d| format!("[{}]", d + 1)).collect();
+        match &stage.kind {
+            StageKind::Precomputed { npy, .. } => file_name(npy),
+            StageKind::Encode { encoder, input, captions } => match captions {
+                Some((source, _)) => format!("{encoder} ({input:?}, {} captions)", captions::name(*source)),
+                None => format!("{encoder} ({input:?})"),
+            },
+            StageKind::Fuse { normalize_parts, weights } => {
+                let terms: Vec<String> =
+                    deps.iter().zip(weights).map(|(d, w)| weighted(d, *w)).collect();
+                let raw = if *normalize_parts { "" } else { " (raw parts)" };
+                format!("{}{raw}", terms.join(" ++ "))
+            }
+            StageKind::Knn { k } => format!("exact k={k} ← {}", deps.join(" ")),
+            StageKind::Metrics { cutoffs } => {
+                let at: Vec<String> = cutoffs.iter().map(|c| format!("@{c}")).collect();
+                format!("{} ← {}", at.join(" "), deps.join(" "))
+            }
+        }
+    }
+}
+
+fn weighted(dep: &str, weight: f64) -> String {
+    if weight == 1.0 { dep.to_string() } else { format!("{weight}×{dep}") }
+}
+
+fn mark(cached: bool) -> &'static str {
+    if cached { "cached" } else { "missing" }
+}
+
+fn kind_name(kind: &StageKind) -> &'static str {
+    match kind {
+        StageKind::Precomputed { .. } | StageKind::Encode { .. } => "vectors",
+        StageKind::Fuse { .. } => "fuse",
+        StageKind::Knn { .. } => "knn",
+        StageKind::Metrics { .. } => "metrics",
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+fn dataset_label(ds: &DatasetStage) -> String {
+    let files: Vec<String> = ds.inputs.iter().map(|(p, _)| file_name(p)).collect();
+    let limit = ds.options.limit.map(|l| format!(", limit {l}")).unwrap_or_default();
+    format!("{} ({}{limit})", ds.options.name, files.join(", "))
+}
+
+fn digest_file(path: &Path) -> Result<Digest, Error> {
+    Digest::of_file(path).map_err(|e| Error::io(path, e))
+}
+
+fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {
+    let d = &m.dataset;
+    let (source, files, format) = match d.format {
+        DatasetFormat::Jsonl => {
+            let path = d.path.clone().expect("validated: jsonl has a path");
+            let source = Source::Jsonl { path: path.clone(), images: d.images.clone() };
+            (source, vec![path], "jsonl")
+        }
+        DatasetFormat::Coco => {
+            let source = Source::Coco {
+                captions: d.captions.clone(),
+                instances: d.instances.clone(),
+                images: d.images.clone(),
+            };
+            (source, [d.captions.clone(), d.instances.clone()].concat(), "coco")
+        }
+    };
+    let name = d.name.clone().unwrap_or_else(|| default_dataset_name(&files[0]));
+    let options = LoadOptions {
+        name,
+        min_label_set_count: d.min_label_set_count,
+        limit: d.limit,
+        seed: m.dataset_seed(),
+    };
+    let inputs = files
+        .into_iter()
+        .map(|p| digest_file(&p).map(|digest| (p, digest)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut h = Hasher::new("dataset-v1");
+    h.str(format).str(&options.name).u64(options.min_label_set_count as u64);
+    h.u64(options.limit.map_or(0, |l| l as u64 + 1)).u64(options.seed);
+    h.str(&d.images.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+    for (_, digest) in &inputs {
+        h.digest(digest);
+    }
+    Ok(DatasetStage { key: h.finish(), source, options, inputs })
+}
+
+fn default_dataset_name(first_file: &Path) -> String {
+    first_file.file_stem().map_or_else(|| "dataset".into(), |s| s.to_string_lossy().into_owned())
+}
+
+struct Builder {
+    stages: Vec<Stage>,
+    index: HashMap<Digest, usize>,
+}
+
+impl Builder {
+    /// Adds a stage unless one with the same key exists; returns its index either way.
+    fn add(&mut self, key: Digest, kind: StageKind, deps: Vec<usize>) -> usize {
+        *self.index.entry(key).or_insert_with(|| {
+            self.stages.push(Stage { key, kind, deps });
+            self.stages.len() - 1
+        })
+    }
+
+    fn run(&mut self, m: &Manifest, ds: &DatasetStage, run: &Run) -> Result<RunPlan, Error> {
+        let mut parts = Vec::new();
+        let mut part_labels = Vec::new();
+        for part in &run.parts {
+            let (key, kind) = part_stage(m, ds, run, part)?;
+            let index = self.add(key, kind, Vec::new());
+            part_labels.push(weighted(&part_label(&self.stages[index].kind), part.weight));
+            parts.push(index);
+        }
+        let weights: Vec<f64> = run.parts.iter().map(|p| p.weight).collect();
+        let mut h = Hasher::new("fuse-v1");
+        h.bool(run.normalize_parts);
+        for (&p, w) in parts.iter().zip(&weights) {
+            h.digest(&self.stages[p].key).f64(*w);
+        }
+        let fuse_kind = StageKind::Fuse { normalize_parts: run.normalize_parts, weights };
+        let fuse = self.add(h.finish(), fuse_kind, parts.clone());
+
+        let k = m.retrieval.k;
+        let knn_key = Hasher::new("knn-exact-v1").digest(&self.stages[fuse].key).u64(k as u64).finish();
+        let knn = self.add(knn_key, StageKind::Knn { k }, vec![fuse]);
+
+        let mut h = Hasher::new("metrics-v1");
+        h.digest(&knn_key).digest(&ds.key);
+        m.cutoffs.iter().for_each(|&c| {
+            h.u64(c as u64);
+        });
+        let metrics = self.add(h.finish(), StageKind::Metrics { cutoffs: m.cutoffs.clone() }, vec![knn]);
+        Ok(RunPlan { name: run.name.clone(), parts, fuse, knn, metrics, part_labels })
+    }
+}
+
+fn part_label(kind: &StageKind) -> String {
+    match kind {
+        StageKind::Precomputed { npy, .. } => file_name(npy),
+        StageKind::Encode { encoder, .. } => encoder.clone(),
+        _ => String::new(),
+    }
+}
+
+fn part_stage(m: &Manifest, ds: &DatasetStage, run: &Run, part: &Part) -> Result<(Digest, StageKind), Error> {
+    if let Some(npy) = &part.precomputed {
+        let ids = part.ids.clone().unwrap_or_else(|| ids_path_for(npy));
+        let digest = digest_file(npy)?;
+        let key = Hasher::new("precomputed-v1")
+            .digest(&ds.key)
+            .digest(&digest)
+            .digest(&digest_file(&ids)?)
+            .finish();
+        return Ok((key, StageKind::Precomputed { npy: npy.clone(), ids, digest }));
+    }
+    let name = part.encoder.clone().expect("validated: a part has precomputed or encoder");
+    let encoder = &m.encoders[&name];
+    let input = part.input.unwrap_or(Modality::Text);
+    let captions = (input == Modality::Text)
+        .then(|| (run.captions.unwrap_or(CaptionSource::Concat), m.caption_seed(run)));
+    let mut h = Hasher::new("encode-v1");
+    h.digest(&ds.key).str(&encoder.plugin).str(&encoder.model);
+    h.str(&serde_json::to_string(&encoder.options).unwrap_or_default());
+    h.str(&format!("{input:?}{captions:?}"));
+    Ok((h.finish(), StageKind::Encode { encoder: name, input, captions }))
+}
