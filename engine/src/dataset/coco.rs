@@ -302,7 +302,7 @@ fn missing_image(path: &Path, index: usize, id: Option<u64>, image_id: u64) -> D
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use crate::dataset::{Dataset, DatasetError, LoadOptions, Source, load};
+    use crate::dataset::{Dataset, LoadOptions, Source, load};
 
     const CAPTIONS_A: &str = r#"{
   "info": {"year": 2017},
@@ -455,6 +455,13 @@ mod tests {
     }
 
     #[test]
+    fn captions_alone_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_err(&coco(vec![write(dir.path(), "c.json", CAPTIONS_A)], vec![]));
+        assert!(err.contains("needs at least one instances file"), "{err}");
+    }
+
+    #[test]
     fn fingerprint_follows_file_content() {
         let dir = tempfile::tempdir().unwrap();
         let i = write(dir.path(), "i.json", INSTANCES_A);
@@ -563,7 +570,10 @@ mod tests {
             "{\"id\": 3, \"file_name\": \"000003.jpg\"}",
             "{\"id\": 1, \"file_name\": \"000001.jpg\"}",
         );
-        let err = load_err(&coco(vec![write(dir.path(), "c.json", &text)], vec![]));
+        let err = load_err(&coco(
+            vec![write(dir.path(), "c.json", &text)],
+            vec![write(dir.path(), "i.json", INSTANCES_A)],
+        ));
         assert!(
             err.contains("c.json: sample 1: listed twice in images[]"),
             "{err}"

@@ -254,7 +254,10 @@ mod tests {
         let err = error_of(
             "{\"id\": \"a\", \"labels\": [\"x\"]}\n\n{\"id\": \"b\", \"labels\": [\"x\"]\n",
         );
-        assert!(err.ends_with("d.jsonl:3:27: EOF while parsing an object"), "{err}");
+        assert!(
+            err.ends_with("d.jsonl:3:27: EOF while parsing an object"),
+            "{err}"
+        );
         let err = error_of("{\"id\": \"a\", \"labels\": [\"x\"]}\nnot json\n");
         assert!(err.contains("d.jsonl:2:2: expected "), "{err}");
     }

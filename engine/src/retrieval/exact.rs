@@ -184,11 +184,19 @@ struct TopK<'a> {
 impl TopK<'_> {
     /// Offers the candidates `scores`, of rows `first_index, first_index + 1, ...`, in that order.
     fn offer_all(&mut self, scores: &[f32], first_index: usize) {
-        for (offset, &score) in scores.iter().enumerate() {
-            // The cheap test first: almost every candidate fails it once the list is full.
-            if self.accepts(score) {
-                // `validate` guarantees every row index fits in a u32.
-                self.insert(score, (first_index + offset) as u32);
+        let k = self.scores.len();
+        let mut candidates = scores.iter().copied().zip(first_index..);
+        while self.len < k {
+            match candidates.next() {
+                Some((score, index)) => self.insert(score, index as u32),
+                None => return,
+            }
+        }
+        let mut worst = self.scores[k - 1];
+        for (score, index) in candidates {
+            if score > worst {
+                self.insert(score, index as u32);
+                worst = self.scores[k - 1];
             }
         }
     }
@@ -442,20 +450,38 @@ mod timing_tmp {
     #[ignore]
     fn time_20k() {
         let v = crate::retrieval::bench::random_unit_vectors(20_000, 384, 1);
-        for (qb, cb) in [(1024, 4096), (256, 4096), (512, 2048), (1024, 1024)] {
-            let opts = ExactOptions {
-                k: 10,
-                query_block: qb,
-                corpus_block: cb,
-            };
+        let cfgs: Vec<(usize, usize)> = std::env::var("CFGS").unwrap().split(',').map(|c| { let mut p = c.split('x'); (p.next().unwrap().parse().unwrap(), p.next().unwrap().parse().unwrap()) }).collect();
+        for (qb, cb) in cfgs {
+            let opts = ExactOptions { k: 10, query_block: qb, corpus_block: cb };
             let t = std::time::Instant::now();
             let r = search(&v, &opts, &|_| {}).unwrap();
             let s = t.elapsed().as_secs_f64();
             let gf = 2.0 * 20_000f64 * 20_000f64 * 384.0 / s / 1e9;
-            eprintln!(
-                "qb {qb} cb {cb}: {s:.3}s {gf:.1} GFLOP/s ({})",
-                r.indices[0]
-            );
+            eprintln!("qb {qb} cb {cb}: {s:.3}s {gf:.1} GFLOP/s ({})", r.indices[0]);
         }
+        let (qb, cb) = (1024usize, 4096usize);
+        let mut tile = vec![0f32; qb * cb];
+        score_tile(&v.data[..qb * 384], &v.data[qb * 384..(qb + cb) * 384], qb, cb, 384, &mut tile);
+        let mut idx = vec![0u32; qb * 10];
+        let mut sc = vec![0f32; qb * 10];
+        let t = std::time::Instant::now();
+        let mut lists: Vec<TopK> = idx.chunks_exact_mut(10).zip(sc.chunks_exact_mut(10)).map(|(indices, scores)| TopK { indices, scores, len: 0 }).collect();
+        for rep in 0..20 { fold_tile(&mut lists, &tile, cb, 100_000, 5000 + rep * cb); }
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("fold: {:.2} ns/elem single thread", s * 1e9 / (20.0 * (qb * cb) as f64));
+        // GEMM only, same tiling, no fold
+        let (qb, cb) = (1024usize, 4096usize);
+        let t = std::time::Instant::now();
+        (0..20_000usize).step_by(qb).collect::<Vec<_>>().into_par_iter().for_each(|q0| {
+            let rows = qb.min(20_000 - q0);
+            let mut tile = vec![0f32; rows * cb];
+            for c0 in (0..20_000).step_by(cb) {
+                let cols = cb.min(20_000 - c0);
+                score_tile(&v.data[q0 * 384..(q0 + rows) * 384], &v.data[c0 * 384..(c0 + cols) * 384], rows, cols, 384, &mut tile[..rows * cols]);
+            }
+            std::hint::black_box(&tile);
+        });
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("gemm only {qb}x{cb}: {s:.3}s {:.1} GFLOP/s", 2.0 * 4e8 * 384.0 / s / 1e9);
     }
 }
