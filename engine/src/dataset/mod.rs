@@ -232,3 +232,34 @@ impl Dataset {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_counts_the_seed_only_with_a_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        let lines: Vec<String> = (0..40)
+            .map(|i| format!("{{\"id\": {i}, \"labels\": [\"l{}\"]}}", i % 4))
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let source = Source::Jsonl { path, images: None };
+        let run = |limit: Option<usize>, seed: u64| {
+            let opts = LoadOptions {
+                name: "d".into(),
+                limit,
+                seed,
+                ..LoadOptions::default()
+            };
+            load(&source, &opts).unwrap()
+        };
+        assert_eq!(run(None, 1).fingerprint, run(None, 2).fingerprint);
+        let (a, b) = (run(Some(20), 1), run(Some(20), 2));
+        assert_eq!(a.samples.len(), 20);
+        assert_ne!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.fingerprint, run(Some(20), 1).fingerprint);
+        assert_ne!(run(None, 1).fingerprint, run(Some(40), 1).fingerprint);
+    }
+}

@@ -185,18 +185,20 @@ impl TopK<'_> {
     /// Offers the candidates `scores`, of rows `first_index, first_index + 1, ...`, in that order.
     fn offer_all(&mut self, scores: &[f32], first_index: usize) {
         let k = self.scores.len();
-        let mut candidates = scores.iter().copied().zip(first_index..);
-        while self.len < k {
-            match candidates.next() {
-                Some((score, index)) => self.insert(score, index as u32),
-                None => return,
-            }
+        let fill = (k - self.len).min(scores.len());
+        for (offset, &score) in scores[..fill].iter().enumerate() {
+            self.insert(score, (first_index + offset) as u32);
         }
-        let mut worst = self.scores[k - 1];
-        for (score, index) in candidates {
-            if score > worst {
-                self.insert(score, index as u32);
-                worst = self.scores[k - 1];
+        let rest_first = first_index + fill;
+        for (c, chunk) in scores[fill..].chunks(16).enumerate() {
+            let worst = self.scores[k - 1];
+            if !chunk.iter().fold(false, |any, &s| any | (s > worst)) {
+                continue;
+            }
+            for (offset, &score) in chunk.iter().enumerate() {
+                if score > self.scores[k - 1] {
+                    self.insert(score, (rest_first + c * 16 + offset) as u32);
+                }
             }
         }
     }
