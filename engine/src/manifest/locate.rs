@@ -69,7 +69,11 @@ impl Location {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        Location { file: file.to_path_buf(), line, column }
+        Location {
+            file: file.to_path_buf(),
+            line,
+            column,
+        }
     }
 
     /// The deepest part of `path` that the file spells out: the value itself when written, else
@@ -130,7 +134,12 @@ pub fn closest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
 }
 
 fn backticked(message: &str) -> Vec<String> {
-    message.split('`').skip(1).step_by(2).map(str::to_string).collect()
+    message
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]
@@ -141,7 +150,12 @@ mod tests {
 
     #[test]
     fn finds_values_inside_arrays_of_tables() {
-        let path = KeyPath::default().name("runs").index(1).name("parts").index(0).name("weight");
+        let path = KeyPath::default()
+            .name("runs")
+            .index(1)
+            .name("parts")
+            .index(0)
+            .name("weight");
         let loc = Location::of_key(Path::new("m.toml"), TEXT, &path);
         assert_eq!((loc.line, loc.column), (9, 44));
     }
@@ -157,7 +171,10 @@ mod tests {
     fn suggests_the_closest_expected_name() {
         let msg = "unknown field `experimnt`, expected one of `experiment`, `dataset`, `runs`";
         assert_eq!(suggestion(msg).as_deref(), Some("experiment"));
-        assert_eq!(suggestion("unknown field `zzz`, expected `experiment`"), None);
+        assert_eq!(
+            suggestion("unknown field `zzz`, expected `experiment`"),
+            None
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ use crate::digest::{Digest, Hasher};
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("{path}: cannot read manifest: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Syntax errors, unknown keys, wrong types and bad values, located in the file.
     #[error("{location}: {message}")]
     At { location: Location, message: String },
@@ -79,8 +82,10 @@ pub struct Overrides {
 
 /// Reads, layers, expands, validates and resolves a manifest.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     check_file_alone(path, &text)?;
     let layered = layer(&text, overrides)?;
     let ctx = Context { path, text: &text };
@@ -120,13 +125,18 @@ impl Context<'_> {
 
 /// Parses the file by itself, so its errors carry exact positions.
 fn check_file_alone(path: &Path, text: &str) -> Result<(), ManifestError> {
-    let Err(err) = toml::from_str::<ManifestFile>(text) else { return Ok(()) };
+    let Err(err) = toml::from_str::<ManifestFile>(text) else {
+        return Ok(());
+    };
     let offset = err.span().map_or(0, |s| s.start);
     let mut message = err.message().trim().replace('\n', " ");
     if let Some(right) = locate::suggestion(&message) {
         message.push_str(&format!("; did you mean `{right}`?"));
     }
-    Err(ManifestError::At { location: Location::at_offset(path, text, offset), message })
+    Err(ManifestError::At {
+        location: Location::at_offset(path, text, offset),
+        message,
+    })
 }
 
 fn layer(text: &str, overrides: &Overrides) -> Result<ManifestFile, ManifestError> {
@@ -144,11 +154,15 @@ fn layer(text: &str, overrides: &Overrides) -> Result<ManifestFile, ManifestErro
 /// Only variables with a `__` section separator are manifest keys, so `EMBEDLAB_CACHE_DIR` and
 /// friends stay CLI settings.
 fn manifest_env() -> Env {
-    Env::prefixed("EMBEDLAB_").filter(|key| key.as_str().contains("__")).split("__")
+    Env::prefixed("EMBEDLAB_")
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
 }
 
 fn parse_set(set: &str) -> Result<(&str, figment::value::Value), ManifestError> {
-    let (key, raw) = set.split_once('=').ok_or_else(|| ManifestError::BadSet(set.to_string()))?;
+    let (key, raw) = set
+        .split_once('=')
+        .ok_or_else(|| ManifestError::BadSet(set.to_string()))?;
     let key = key.trim();
     if key.is_empty() {
         return Err(ManifestError::BadSet(set.to_string()));
@@ -159,9 +173,15 @@ fn parse_set(set: &str) -> Result<(&str, figment::value::Value), ManifestError> 
 
 fn override_error(err: figment::Error) -> ManifestError {
     use figment::error::Kind;
-    let from_env = err.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+    let from_env = err
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
     let origin = if from_env {
-        format!("environment variable EMBEDLAB_{}", err.path.join("__").to_uppercase())
+        format!(
+            "environment variable EMBEDLAB_{}",
+            err.path.join("__").to_uppercase()
+        )
     } else {
         format!("--set {}", err.path.join("."))
     };
@@ -205,7 +225,10 @@ fn validate(m: &Manifest, cutoffs: &[usize], ctx: &Context) -> Result<Vec<usize>
     for (i, run) in m.runs.iter().enumerate() {
         let at = root.clone().name("runs").index(m.origins[i]);
         if !names.insert(&run.name) {
-            return Err(ctx.error(&at.name("name"), format!("duplicate run name \"{}\"", run.name)));
+            return Err(ctx.error(
+                &at.name("name"),
+                format!("duplicate run name \"{}\"", run.name),
+            ));
         }
         validate_run(run, &at, m, ctx)?;
     }
@@ -222,18 +245,30 @@ fn validate_dataset(d: &DatasetTable, ctx: &Context) -> Result<(), ManifestError
     match d.format {
         schema::DatasetFormat::Jsonl => {
             if d.path.is_none() {
-                return Err(wrong_key("path", "format \"jsonl\" needs `path` (the samples file)"));
+                return Err(wrong_key(
+                    "path",
+                    "format \"jsonl\" needs `path` (the samples file)",
+                ));
             }
             if !d.captions.is_empty() || !d.instances.is_empty() {
-                return Err(wrong_key("format", "`captions`/`instances` files are for format \"coco\""));
+                return Err(wrong_key(
+                    "format",
+                    "`captions`/`instances` files are for format \"coco\"",
+                ));
             }
         }
         schema::DatasetFormat::Coco => {
             if d.instances.is_empty() {
-                return Err(wrong_key("instances", "format \"coco\" needs `instances` files (labels)"));
+                return Err(wrong_key(
+                    "instances",
+                    "format \"coco\" needs `instances` files (labels)",
+                ));
             }
             if d.path.is_some() {
-                return Err(wrong_key("path", "`path` is for format \"jsonl\"; coco uses `captions` and `instances`"));
+                return Err(wrong_key(
+                    "path",
+                    "`path` is for format \"jsonl\"; coco uses `captions` and `instances`",
+                ));
             }
         }
     }
@@ -241,17 +276,31 @@ fn validate_dataset(d: &DatasetTable, ctx: &Context) -> Result<(), ManifestError
         return Err(wrong_key("min_label_set_count", "must be at least 1"));
     }
     if d.limit.is_some_and(|l| l < d.min_label_set_count.max(2)) {
-        return Err(wrong_key("limit", "too small to keep any label set with a relevant neighbour"));
+        return Err(wrong_key(
+            "limit",
+            "too small to keep any label set with a relevant neighbour",
+        ));
     }
     Ok(())
 }
 
-fn validate_cutoffs(cutoffs: &[usize], k: usize, ctx: &Context) -> Result<Vec<usize>, ManifestError> {
+fn validate_cutoffs(
+    cutoffs: &[usize],
+    k: usize,
+    ctx: &Context,
+) -> Result<Vec<usize>, ManifestError> {
     let at = KeyPath::default().name("metrics").name("cutoffs");
     if let Some(bad) = cutoffs.iter().find(|&&c| c == 0 || c > k) {
-        return Err(ctx.error(&at, format!("cutoff {bad} is outside 1..={k} (retrieval.k)")));
+        return Err(ctx.error(
+            &at,
+            format!("cutoff {bad} is outside 1..={k} (retrieval.k)"),
+        ));
     }
-    let mut sorted: Vec<usize> = if cutoffs.is_empty() { vec![k] } else { cutoffs.to_vec() };
+    let mut sorted: Vec<usize> = if cutoffs.is_empty() {
+        vec![k]
+    } else {
+        cutoffs.to_vec()
+    };
     sorted.sort_unstable();
     sorted.dedup();
     Ok(sorted)
@@ -270,7 +319,12 @@ fn validate_run(run: &Run, at: &KeyPath, m: &Manifest, ctx: &Context) -> Result<
     Ok(())
 }
 
-fn validate_part(part: &Part, at: &KeyPath, m: &Manifest, ctx: &Context) -> Result<(), ManifestError> {
+fn validate_part(
+    part: &Part,
+    at: &KeyPath,
+    m: &Manifest,
+    ctx: &Context,
+) -> Result<(), ManifestError> {
     match (&part.precomputed, &part.encoder) {
         (Some(_), Some(_)) | (None, None) => {
             return Err(ctx.error(at, "a part needs exactly one of `precomputed` or `encoder`"));
@@ -286,17 +340,26 @@ fn validate_part(part: &Part, at: &KeyPath, m: &Manifest, ctx: &Context) -> Resu
                 ));
             }
             if part.ids.is_some() {
-                return Err(ctx.error(&at.clone().name("ids"), "`ids` belongs to a `precomputed` part"));
+                return Err(ctx.error(
+                    &at.clone().name("ids"),
+                    "`ids` belongs to a `precomputed` part",
+                ));
             }
         }
         (Some(_), None) => {
             if part.input.is_some() {
-                return Err(ctx.error(&at.clone().name("input"), "`input` belongs to an `encoder` part"));
+                return Err(ctx.error(
+                    &at.clone().name("input"),
+                    "`input` belongs to an `encoder` part",
+                ));
             }
         }
     }
     if !(part.weight.is_finite() && part.weight > 0.0) {
-        return Err(ctx.error(&at.clone().name("weight"), format!("must be > 0 (got {})", part.weight)));
+        return Err(ctx.error(
+            &at.clone().name("weight"),
+            format!("must be > 0 (got {})", part.weight),
+        ));
     }
     Ok(())
 }
@@ -310,10 +373,19 @@ fn resolve_paths(m: &mut Manifest) {
         }
     };
     let d = &mut m.dataset;
-    d.path.iter_mut().chain(d.images.iter_mut()).for_each(resolve);
-    d.captions.iter_mut().chain(d.instances.iter_mut()).for_each(resolve);
+    d.path
+        .iter_mut()
+        .chain(d.images.iter_mut())
+        .for_each(resolve);
+    d.captions
+        .iter_mut()
+        .chain(d.instances.iter_mut())
+        .for_each(resolve);
     for part in m.runs.iter_mut().flat_map(|r| r.parts.iter_mut()) {
-        part.precomputed.iter_mut().chain(part.ids.iter_mut()).for_each(resolve);
+        part.precomputed
+            .iter_mut()
+            .chain(part.ids.iter_mut())
+            .for_each(resolve);
     }
 }
 
@@ -347,7 +419,10 @@ parts = [{ precomputed = "vectors/text.npy" }]
 
     fn load_text(text: &str, sets: &[&str]) -> Result<Manifest, ManifestError> {
         let (_dir, path) = write(text);
-        let overrides = Overrides { env: false, sets: sets.iter().map(|s| s.to_string()).collect() };
+        let overrides = Overrides {
+            env: false,
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+        };
         load(&path, &overrides)
     }
 
@@ -363,15 +438,26 @@ parts = [{ precomputed = "vectors/text.npy" }]
         assert_eq!(m.cutoffs, [5]);
         assert_eq!(m.dataset.min_label_set_count, 2);
         assert_eq!(m.dataset_seed(), 7);
-        let expected = std::path::absolute(dir.path()).unwrap().join("data/samples.jsonl");
+        let expected = std::path::absolute(dir.path())
+            .unwrap()
+            .join("data/samples.jsonl");
         assert_eq!(m.dataset.path.as_deref(), Some(expected.as_path()));
-        assert!(m.runs[0].parts[0].precomputed.as_ref().unwrap().is_absolute());
+        assert!(
+            m.runs[0].parts[0]
+                .precomputed
+                .as_ref()
+                .unwrap()
+                .is_absolute()
+        );
         assert!(m.runs[0].normalize_parts);
     }
 
     #[test]
     fn misspelt_key_names_line_column_and_suggestion() {
-        let err = error(&BASE.replace("[retrieval]\nk = 5", "[retrieval]\nkk = 5"), &[]);
+        let err = error(
+            &BASE.replace("[retrieval]\nk = 5", "[retrieval]\nkk = 5"),
+            &[],
+        );
         assert!(err.contains("m.toml:11:1: unknown field `kk`"), "{err}");
         assert!(err.contains("did you mean `k`?"), "{err}");
     }
@@ -379,7 +465,10 @@ parts = [{ precomputed = "vectors/text.npy" }]
     #[test]
     fn wrong_type_names_line_and_column() {
         let err = error(&BASE.replace("k = 5", "k = \"five\""), &[]);
-        assert!(err.contains("m.toml:11:5: invalid type: string \"five\""), "{err}");
+        assert!(
+            err.contains("m.toml:11:5: invalid type: string \"five\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -409,9 +498,13 @@ parts = [{ precomputed = "vectors/text.npy" }]
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
     fn environment_variables_layer_between_file_and_flags() {
         let (_dir, path) = write(BASE);
-        let both = Overrides { env: true, sets: vec!["retrieval.query_block=64".into()] };
+        let both = Overrides {
+            env: true,
+            sets: vec!["retrieval.query_block=64".into()],
+        };
         let mut loaded = None;
         figment::Jail::expect_with(|jail| {
             jail.set_env("EMBEDLAB_RETRIEVAL__K", "3");
@@ -426,11 +519,18 @@ parts = [{ precomputed = "vectors/text.npy" }]
     #[test]
     fn semantic_errors_point_at_the_key() {
         let err = error(&BASE.replace("k = 5", "k = 0"), &[]);
-        assert!(err.contains("m.toml:11:5: retrieval.k: must be at least 1"), "{err}");
+        assert!(
+            err.contains("m.toml:11:5: retrieval.k: must be at least 1"),
+            "{err}"
+        );
 
-        let dup = format!("{BASE}\n[[runs]]\nname = \"text\"\nparts = [{{ precomputed = \"b.npy\" }}]\n");
+        let dup =
+            format!("{BASE}\n[[runs]]\nname = \"text\"\nparts = [{{ precomputed = \"b.npy\" }}]\n");
         let err = error(&dup, &[]);
-        assert!(err.contains(":18:8: runs[1].name: duplicate run name \"text\""), "{err}");
+        assert!(
+            err.contains(":18:8: runs[1].name: duplicate run name \"text\""),
+            "{err}"
+        );
 
         let neg = BASE.replace("text.npy\" }", "text.npy\", weight = -0.5 }");
         assert!(error(&neg, &[]).contains("runs[0].parts[0].weight: must be > 0 (got -0.5)"));
@@ -438,7 +538,10 @@ parts = [{ precomputed = "vectors/text.npy" }]
         let enc = BASE.replace("precomputed = \"vectors/text.npy\"", "encoder = \"minlm\"")
             + "\n[encoders.minilm]\nplugin = \"candle\"\nmodel = \"m\"\n";
         let err = error(&enc, &[]);
-        assert!(err.contains("no [encoders.minlm] table; did you mean \"minilm\"?"), "{err}");
+        assert!(
+            err.contains("no [encoders.minlm] table; did you mean \"minilm\"?"),
+            "{err}"
+        );
 
         let cut = BASE.replace("k = 5", "k = 5\n[metrics]\ncutoffs = [1, 9]");
         assert!(error(&cut, &[]).contains("cutoff 9 is outside 1..=5"));
@@ -446,7 +549,10 @@ parts = [{ precomputed = "vectors/text.npy" }]
 
     #[test]
     fn coco_needs_instances() {
-        let coco = BASE.replace("format = \"jsonl\"\npath = \"data/samples.jsonl\"", "format = \"coco\"");
+        let coco = BASE.replace(
+            "format = \"jsonl\"\npath = \"data/samples.jsonl\"",
+            "format = \"coco\"",
+        );
         assert!(error(&coco, &[]).contains("format \"coco\" needs `instances`"));
     }
 
@@ -457,7 +563,10 @@ parts = [{ precomputed = "vectors/text.npy" }]
             "parts = [{ precomputed = \"vectors/text.npy\" }]\nsweep = { \"parts.0.weight\" = [1.0, -2.0] }",
         );
         let err = error(&sweep, &[]);
-        assert!(err.contains("runs[0].parts[0].weight: must be > 0 (got -2)"), "{err}");
+        assert!(
+            err.contains("runs[0].parts[0].weight: must be > 0 (got -2)"),
+            "{err}"
+        );
         let ok = load_text(&sweep.replace("-2.0", "2.0"), &[]).unwrap();
         let names: Vec<&str> = ok.runs.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["text_1.0", "text_2.0"]);

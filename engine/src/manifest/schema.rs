@@ -90,7 +90,11 @@ pub struct Retrieval {
 
 impl Default for Retrieval {
     fn default() -> Self {
-        Retrieval { k: default_k(), backend: Backend::Exact, query_block: default_query_block() }
+        Retrieval {
+            k: default_k(),
+            backend: Backend::Exact,
+            query_block: default_query_block(),
+        }
     }
 }
 

@@ -49,18 +49,32 @@ fn cross_product(run: &Run) -> Vec<Combination<'_>> {
     combos
 }
 
-fn apply(base: &Run, combination: &Combination, origin: usize, ctx: &Context) -> Result<Run, ManifestError> {
+fn apply(
+    base: &Run,
+    combination: &Combination,
+    origin: usize,
+    ctx: &Context,
+) -> Result<Run, ManifestError> {
     let mut plain = base.clone();
     plain.sweep.clear();
     let mut value = toml::Value::try_from(&plain).expect("a run serialises to TOML");
-    let at = |key: &str| KeyPath::default().name("runs").index(origin).name("sweep").name(key);
+    let at = |key: &str| {
+        KeyPath::default()
+            .name("runs")
+            .index(origin)
+            .name("sweep")
+            .name(key)
+    };
     for (key, v) in combination {
         set_path(&mut value, key, (*v).clone())
             .map_err(|why| ctx.error(&at(key), format!("cannot sweep: {why}")))?;
     }
     let mut run: Run = value.try_into().map_err(|e: toml::de::Error| {
         let keys: Vec<&str> = combination.iter().map(|(k, _)| *k).collect();
-        ctx.error(&at(keys[0]), format!("swept value rejected: {}", e.message().trim()))
+        ctx.error(
+            &at(keys[0]),
+            format!("swept value rejected: {}", e.message().trim()),
+        )
     })?;
     run.name = sweep_name(&base.name, combination);
     Ok(run)
@@ -72,9 +86,13 @@ fn set_path(root: &mut toml::Value, dotted: &str, new: toml::Value) -> Result<()
         slot = match (slot, seg.parse::<usize>()) {
             (toml::Value::Array(items), Ok(i)) => {
                 let len = items.len();
-                items.get_mut(i).ok_or(format!("index {i} is past the {len} items"))?
+                items
+                    .get_mut(i)
+                    .ok_or(format!("index {i} is past the {len} items"))?
             }
-            (toml::Value::Table(table), _) => table.entry(seg).or_insert(toml::Value::Boolean(false)),
+            (toml::Value::Table(table), _) => {
+                table.entry(seg).or_insert(toml::Value::Boolean(false))
+            }
             _ => return Err(format!("`{seg}` does not name a table key or array index")),
         };
     }
@@ -89,7 +107,8 @@ fn sweep_name(base: &str, combination: &Combination) -> String {
     }
     combination.iter().fold(base.to_string(), |name, (key, v)| {
         let last = key.rsplit('.').next().unwrap_or(key);
-        name.replace(&format!("{{{key}}}"), &short(v)).replace(&format!("{{{last}}}"), &short(v))
+        name.replace(&format!("{{{key}}}"), &short(v))
+            .replace(&format!("{{{last}}}"), &short(v))
     })
 }
 
@@ -113,7 +132,10 @@ mod tests {
     }
 
     fn ctx() -> Context<'static> {
-        Context { path: Path::new("m.toml"), text: "" }
+        Context {
+            path: Path::new("m.toml"),
+            text: "",
+        }
     }
 
     #[test]
@@ -125,9 +147,20 @@ mod tests {
         "#);
         let runs = expand(&[r], &ctx()).unwrap();
         let names: Vec<&str> = runs.iter().map(|(_, r)| r.name.as_str()).collect();
-        assert_eq!(names, ["minilm_concat", "mpnet_concat", "minilm_random", "mpnet_random"]);
+        assert_eq!(
+            names,
+            [
+                "minilm_concat",
+                "mpnet_concat",
+                "minilm_random",
+                "mpnet_random"
+            ]
+        );
         assert_eq!(runs[1].1.parts[0].encoder.as_deref(), Some("mpnet"));
-        assert!(runs.iter().all(|(origin, r)| *origin == 0 && r.sweep.is_empty()));
+        assert!(
+            runs.iter()
+                .all(|(origin, r)| *origin == 0 && r.sweep.is_empty())
+        );
     }
 
     #[test]
