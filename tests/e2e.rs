@@ -40,13 +40,19 @@ impl Xorshift {
 }
 
 fn write_npy(path: &Path, rows: &[Vec<f32>]) {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}", rows.len(), rows[0].len());
+    let dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+        rows.len(),
+        rows[0].len()
+    );
     let total = 10 + dict.len() + 1;
     let header = format!("{dict}{}\n", " ".repeat((64 - total % 64) % 64));
     let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
-    rows.iter().flatten().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
+    rows.iter()
+        .flatten()
+        .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
     std::fs::write(path, bytes).unwrap();
 }
 
@@ -65,17 +71,35 @@ fn generated_case() -> Case {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
     let n = 300;
-    let mut labels: Vec<usize> = (0..n).map(|i| if i < 50 { i % 25 } else { (rng.next() % 25) as usize }).collect();
+    let mut labels: Vec<usize> = (0..n)
+        .map(|i| {
+            if i < 50 {
+                i % 25
+            } else {
+                (rng.next() % 25) as usize
+            }
+        })
+        .collect();
     let vector = |rng: &mut Xorshift, label: usize, dim: usize, noise: f64| -> Vec<f32> {
         (0..dim)
             .map(|j| {
-                let prototype = if (label * 7 + j * 3) % 5 == 0 { 1.0 } else { 0.0 };
+                let prototype = if (label * 7 + j * 3) % 5 == 0 {
+                    1.0
+                } else {
+                    0.0
+                };
                 (prototype + noise * (rng.unit() - 0.5)) as f32
             })
             .collect()
     };
-    let mut text: Vec<Vec<f32>> = labels.iter().map(|&l| vector(&mut rng, l, 16, 1.6)).collect();
-    let mut image: Vec<Vec<f32>> = labels.iter().map(|&l| vector(&mut rng, l, 8, 2.4)).collect();
+    let mut text: Vec<Vec<f32>> = labels
+        .iter()
+        .map(|&l| vector(&mut rng, l, 16, 1.6))
+        .collect();
+    let mut image: Vec<Vec<f32>> = labels
+        .iter()
+        .map(|&l| vector(&mut rng, l, 8, 2.4))
+        .collect();
     for i in 0..20 {
         text[n - 20 + i] = text[i].clone();
         image[n - 20 + i] = image[i].clone();
@@ -95,7 +119,12 @@ fn generated_case() -> Case {
         std::fs::write(dir.path().join(format!("{name}.ids.txt")), ids).unwrap();
     }
     std::fs::write(dir.path().join("exp.toml"), MANIFEST).unwrap();
-    Case { dir, labels, text, image }
+    Case {
+        dir,
+        labels,
+        text,
+        image,
+    }
 }
 
 const MANIFEST: &str = r#"
@@ -144,11 +173,23 @@ fn reference_metrics(vectors: &[Vec<f64>], labels: &[usize], k: usize) -> HashMa
     for q in 0..n {
         let mut others: Vec<(f64, usize)> = (0..n)
             .filter(|&j| j != q)
-            .map(|j| (vectors[q].iter().zip(&vectors[j]).map(|(a, b)| a * b).sum(), j))
+            .map(|j| {
+                (
+                    vectors[q].iter().zip(&vectors[j]).map(|(a, b)| a * b).sum(),
+                    j,
+                )
+            })
             .collect();
         others.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
-        let rel: Vec<f64> = others[..k].iter().map(|&(_, j)| (labels[j] == labels[q]) as u8 as f64).collect();
-        let r = labels.iter().enumerate().filter(|&(j, &l)| j != q && l == labels[q]).count() as f64;
+        let rel: Vec<f64> = others[..k]
+            .iter()
+            .map(|&(_, j)| (labels[j] == labels[q]) as u8 as f64)
+            .collect();
+        let r = labels
+            .iter()
+            .enumerate()
+            .filter(|&(j, &l)| j != q && l == labels[q])
+            .count() as f64;
         let h: f64 = rel.iter().sum();
         let gain = |i: usize| 1.0 / ((i + 2) as f64).log2();
         let dcg: f64 = rel.iter().enumerate().map(|(i, r)| r * gain(i)).sum();
@@ -178,17 +219,30 @@ fn reference_metrics(vectors: &[Vec<f64>], labels: &[usize], k: usize) -> HashMa
             *sums.entry(name).or_default() += v;
         }
     }
-    sums.into_iter().map(|(name, s)| (format!("{name}@{k}"), s / n as f64)).collect()
+    sums.into_iter()
+        .map(|(name, s)| (format!("{name}@{k}"), s / n as f64))
+        .collect()
 }
 
 fn run_named<'a>(results: &'a Value, name: &str) -> &'a Value {
-    results["runs"].as_array().unwrap().iter().find(|r| r["name"] == name).expect("run present")
+    results["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .expect("run present")
 }
 
 fn assert_metrics_match(run: &Value, expected: &HashMap<String, f64>) {
     for (key, want) in expected {
-        let got = run["metrics"][key].as_f64().unwrap_or_else(|| panic!("{key} missing"));
-        assert!((got - want).abs() < 1e-5, "{} {key}: got {got}, want {want}", run["name"]);
+        let got = run["metrics"][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing"));
+        assert!(
+            (got - want).abs() < 1e-5,
+            "{} {key}: got {got}, want {want}",
+            run["name"]
+        );
     }
 }
 
@@ -206,24 +260,43 @@ fn run_matches_an_independent_implementation_and_reruns_from_cache() {
     let r = results(dir);
     // Label ids in the JSONL are pairs (obj, thing) derived from the same label number.
     let text: Vec<Vec<f64>> = case.text.iter().map(|v| fused(&[(v, 1.0)])).collect();
-    let both: Vec<Vec<f64>> = case.text.iter().zip(&case.image).map(|(t, i)| fused(&[(t, 1.0), (i, 0.5)])).collect();
+    let both: Vec<Vec<f64>> = case
+        .text
+        .iter()
+        .zip(&case.image)
+        .map(|(t, i)| fused(&[(t, 1.0), (i, 0.5)]))
+        .collect();
     for k in [3, 10] {
-        assert_metrics_match(run_named(&r, "text"), &reference_metrics(&text, &case.labels, k));
-        assert_metrics_match(run_named(&r, "text+image"), &reference_metrics(&both, &case.labels, k));
+        assert_metrics_match(
+            run_named(&r, "text"),
+            &reference_metrics(&text, &case.labels, k),
+        );
+        assert_metrics_match(
+            run_named(&r, "text+image"),
+            &reference_metrics(&both, &case.labels, k),
+        );
     }
     let fused_run = run_named(&r, "text+image");
     assert_eq!(fused_run["n_samples"], 300);
     assert_eq!(fused_run["k"], 10);
     assert_eq!(fused_run["encoders"].as_array().unwrap().len(), 2);
     assert_eq!(fused_run["encoders"][1]["dim"], 8);
-    assert!(fused_run["encoders"][0]["digest"].as_str().unwrap().starts_with("blake3:"));
+    assert!(
+        fused_run["encoders"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("blake3:")
+    );
     assert!(fused_run["cache"]["misses"].as_u64().unwrap() > 0);
     for key in ["embed_s", "knn_s", "items_per_s", "peak_rss_mb"] {
         assert!(fused_run["timing"][key].is_number(), "timing.{key}");
     }
 
     let html = std::fs::read_to_string(dir.join("reports/e2e/report.html")).unwrap();
-    assert!(html.contains("&lt;b&gt;generated&lt;"), "dataset name escaped");
+    assert!(
+        html.contains("&lt;b&gt;generated&lt;"),
+        "dataset name escaped"
+    );
     assert!(!html.contains("<b>generated</b>"));
     let md = std::fs::read_to_string(dir.join("reports/e2e/report.md")).unwrap();
     assert!(md.contains("| text+image |") || md.contains("| **text+image** |"));
@@ -236,21 +309,39 @@ fn run_matches_an_independent_implementation_and_reruns_from_cache() {
     assert!(again.status.success(), "{}", stderr(&again));
     let r2 = results(dir);
     for run in r2["runs"].as_array().unwrap() {
-        assert_eq!(run["cache"]["misses"], 0, "{} recomputed something", run["name"]);
+        assert_eq!(
+            run["cache"]["misses"], 0,
+            "{} recomputed something",
+            run["name"]
+        );
         assert_eq!(run["cache"]["hits"], 3);
     }
     assert_eq!(r["runs"][0]["metrics"], r2["runs"][0]["metrics"]);
     let plan = embedlab(dir, &["plan", "exp.toml"]);
     let listing = String::from_utf8_lossy(&plan.stdout);
     assert!(!listing.contains("missing"), "{listing}");
-    assert_eq!(listing.matches("text.npy").count(), 1, "a shared stage appears once:\n{listing}");
+    assert_eq!(
+        listing.matches("text.npy").count(),
+        1,
+        "a shared stage appears once:\n{listing}"
+    );
 }
 
 #[test]
 fn set_flags_change_the_run_and_its_cache_keys() {
     let case = generated_case();
     let dir = case.dir.path();
-    let out = embedlab(dir, &["run", "exp.toml", "--set", "retrieval.k=5", "--set", "metrics.cutoffs=[5]"]);
+    let out = embedlab(
+        dir,
+        &[
+            "run",
+            "exp.toml",
+            "--set",
+            "retrieval.k=5",
+            "--set",
+            "metrics.cutoffs=[5]",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let r = results(dir);
     assert!(r["runs"][0]["metrics"]["mrr@5"].is_number());
@@ -268,7 +359,12 @@ fn write_case(files: &[(&str, &str)]) -> tempfile::TempDir {
 fn failure(files: &[(&str, &str)]) -> String {
     let dir = write_case(files);
     let out = embedlab(dir.path(), &["-q", "run", "exp.toml"]);
-    assert_eq!(out.status.code(), Some(2), "expected a fatal error; stderr: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected a fatal error; stderr: {}",
+        stderr(&out)
+    );
     let err = stderr(&out);
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     err
@@ -288,10 +384,19 @@ fn bad_manifests_fail_with_one_located_line() {
 #[test]
 fn bad_datasets_name_the_file_and_line() {
     let manifest = MANIFEST.replace("text+image", "x");
-    let err = failure(&[("exp.toml", &manifest), ("samples.jsonl", "{\"id\": \"a\", \"labels\": [\"x\"]}\n{\"id\": \"a\", \"labels\": [\"x\"]}\n")]);
+    let err = failure(&[
+        ("exp.toml", &manifest),
+        (
+            "samples.jsonl",
+            "{\"id\": \"a\", \"labels\": [\"x\"]}\n{\"id\": \"a\", \"labels\": [\"x\"]}\n",
+        ),
+    ]);
     assert!(err.contains("samples.jsonl:2"), "{err}");
     assert!(err.contains("\"a\"") || err.contains(" a"), "{err}");
-    let err = failure(&[("exp.toml", &manifest), ("samples.jsonl", "{\"id\": \"a\", \"labels\": [\"x\"]\n")]);
+    let err = failure(&[
+        ("exp.toml", &manifest),
+        ("samples.jsonl", "{\"id\": \"a\", \"labels\": [\"x\"]\n"),
+    ]);
     assert!(err.contains("samples.jsonl:1"), "{err}");
     let err = failure(&[("exp.toml", &manifest)]);
     assert!(err.contains("samples.jsonl"), "{err}");
@@ -301,19 +406,27 @@ fn bad_datasets_name_the_file_and_line() {
 fn a_run_with_missing_vectors_fails_alone() {
     let case = generated_case();
     let dir = case.dir.path();
-    let manifest = format!("{MANIFEST}\n[[runs]]\nname = \"ghost\"\nparts = [{{ precomputed = \"ghost.npy\" }}]\n");
+    let manifest = format!(
+        "{MANIFEST}\n[[runs]]\nname = \"ghost\"\nparts = [{{ precomputed = \"ghost.npy\" }}]\n"
+    );
     std::fs::write(dir.join("exp.toml"), manifest).unwrap();
     let out = embedlab(dir, &["run", "exp.toml"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let r = results(dir);
     assert_eq!(r["runs"].as_array().unwrap().len(), 2);
     assert_eq!(r["failed"][0]["name"], "ghost");
-    assert!(r["failed"][0]["error"].as_str().unwrap().contains("ghost.npy"));
+    assert!(
+        r["failed"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ghost.npy")
+    );
 }
 
 #[test]
 fn the_coco_sample_runs_when_shared_data_is_present() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/coco-sample/annotations");
+    let root =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/coco-sample/annotations");
     if !root.exists() {
         eprintln!("skipped: {} is absent (shared test data)", root.display());
         return;
@@ -326,16 +439,31 @@ fn the_coco_sample_runs_when_shared_data_is_present() {
     std::fs::write(dir.path().join("exp.toml"), manifest).unwrap();
     let captions = embedlab(dir.path(), &["captions", "exp.toml", "--source", "first"]);
     assert!(captions.status.success(), "{}", stderr(&captions));
-    let lines: Vec<Value> = String::from_utf8_lossy(&captions.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = String::from_utf8_lossy(&captions.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     // 255 images have instances; 60 of them share their label set with another image.
     assert_eq!(lines.len(), 60);
     // Vectors: one-hot of the row's label set, so every neighbour list is perfect where R ≥ 1.
-    let ids: Vec<String> = lines.iter().map(|l| l["id"].as_str().unwrap().to_string()).collect();
-    let rows: Vec<Vec<f32>> = (0..ids.len()).map(|i| (0..64).map(|j| ((i * 31 + j) % 64 == 0) as u8 as f32 + 0.01).collect()).collect();
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_string())
+        .collect();
+    let rows: Vec<Vec<f32>> = (0..ids.len())
+        .map(|i| {
+            (0..64)
+                .map(|j| ((i * 31 + j) % 64 == 0) as u8 as f32 + 0.01)
+                .collect()
+        })
+        .collect();
     write_npy(&dir.path().join("v.npy"), &rows);
     std::fs::write(dir.path().join("v.ids.txt"), ids.join("\n") + "\n").unwrap();
     let out = embedlab(dir.path(), &["run", "exp.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let r: Value = serde_json::from_slice(&std::fs::read(dir.path().join("reports/coco/results.json")).unwrap()).unwrap();
+    let r: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("reports/coco/results.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(r["runs"][0]["n_samples"], 60);
 }

@@ -34,8 +34,13 @@ pub fn run(what: Bench, progress: &Progress) -> anyhow::Result<std::process::Exi
         for &d in &dim {
             let vectors = random_unit_vectors(n, d, 42);
             // 1,000 label sets, so relevance is neither empty nor trivial.
-            let labels: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2_654_435_761) % 1000).collect();
-            let options = ExactOptions { k, ..Default::default() };
+            let labels: Vec<u32> = (0..n as u32)
+                .map(|i| i.wrapping_mul(2_654_435_761) % 1000)
+                .collect();
+            let options = ExactOptions {
+                k,
+                ..Default::default()
+            };
             let mut knn_s = Vec::new();
             let mut metrics_s = Vec::new();
             for _ in 0..repeat.max(1) {

@@ -61,7 +61,9 @@ impl fmt::Debug for Digest {
 impl std::str::FromStr for Digest {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s.strip_prefix("blake3:").ok_or_else(|| format!("not a blake3 digest: {s}"))?;
+        let hex = s
+            .strip_prefix("blake3:")
+            .ok_or_else(|| format!("not a blake3 digest: {s}"))?;
         let hash = blake3::Hash::from_hex(hex).map_err(|e| format!("bad digest {s}: {e}"))?;
         Ok(Digest(*hash.as_bytes()))
     }

@@ -26,7 +26,10 @@ pub enum Error {
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Report { path: PathBuf, message: String },
     /// Something this build cannot do yet, said plainly.
@@ -38,10 +41,16 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: &std::path::Path, source: std::io::Error) -> Error {
-        Error::Io { path: path.to_path_buf(), source }
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     pub fn in_run(self, run: &str) -> Error {
-        Error::InRun { run: run.to_string(), source: Box::new(self) }
+        Error::InRun {
+            run: run.to_string(),
+            source: Box::new(self),
+        }
     }
 }

@@ -14,8 +14,8 @@ use crate::manifest::{DatasetFormat, Manifest};
 use crate::plan::{Executor, Plan, RunOutput, RunPlan, StageKind};
 use crate::progress::Progress;
 use crate::report::results::{
-    CacheInfo, DatasetProvenance, EncoderInfo, FailedRun, Fusion, InputFile, Provenance, Results, RunResult,
-    TimingInfo,
+    CacheInfo, DatasetProvenance, EncoderInfo, FailedRun, Fusion, InputFile, Provenance, Results,
+    RunResult, TimingInfo,
 };
 use crate::report::{self, Written};
 
@@ -30,7 +30,11 @@ pub struct Settings {
 impl Settings {
     /// The default cache folder: `.embedlab/cache` beside the manifest.
     pub fn default_cache_dir(manifest: &Path) -> PathBuf {
-        manifest.parent().unwrap_or(Path::new(".")).join(".embedlab").join("cache")
+        manifest
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(".embedlab")
+            .join("cache")
     }
 }
 
@@ -41,7 +45,11 @@ pub struct Summary {
     pub results: Results,
 }
 
-pub fn run(manifest: &Manifest, settings: &Settings, progress: &Progress) -> Result<Summary, Error> {
+pub fn run(
+    manifest: &Manifest,
+    settings: &Settings,
+    progress: &Progress,
+) -> Result<Summary, Error> {
     let plan = Plan::build(manifest)?;
     let store = Store::open(&settings.cache_dir)?;
     let mut executor = Executor::new(manifest, &plan, &store, progress);
@@ -54,8 +62,14 @@ pub fn run(manifest: &Manifest, settings: &Settings, progress: &Progress) -> Res
     ));
     let dir = settings.out_dir.join(&manifest.experiment.name);
     let mut runs = Vec::new();
-    let mut failed: Vec<FailedRun> =
-        plan.broken.iter().map(|(name, e)| FailedRun { name: name.clone(), error: e.to_string() }).collect();
+    let mut failed: Vec<FailedRun> = plan
+        .broken
+        .iter()
+        .map(|(name, e)| FailedRun {
+            name: name.clone(),
+            error: e.to_string(),
+        })
+        .collect();
     for run_plan in &plan.runs {
         let outcome = executor
             .run(run_plan)
@@ -67,7 +81,10 @@ pub fn run(manifest: &Manifest, settings: &Settings, progress: &Progress) -> Res
             }
             Err(e) => {
                 progress.warn(&format!("run \"{}\" failed: {e}", run_plan.name));
-                failed.push(FailedRun { name: run_plan.name.clone(), error: e.to_string() });
+                failed.push(FailedRun {
+                    name: run_plan.name.clone(),
+                    error: e.to_string(),
+                });
             }
         }
     }
@@ -83,7 +100,13 @@ pub fn run(manifest: &Manifest, settings: &Settings, progress: &Progress) -> Res
 }
 
 fn run_line(result: &RunResult, k: usize) -> String {
-    let get = |m: &str| result.metrics.get(&format!("{m}@{k}")).copied().unwrap_or(0.0);
+    let get = |m: &str| {
+        result
+            .metrics
+            .get(&format!("{m}@{k}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
     format!(
         "run {:<28} mrr@{k} {:.4}  map_list@{k} {:.4}  hit_rate@{k} {:.4}  (cache {}/{} hits)",
         result.name,
@@ -104,8 +127,14 @@ fn finish_run(
     dir: &Path,
 ) -> Result<RunResult, Error> {
     let per_query = if manifest.per_query {
-        let relative = PathBuf::from("per_query").join(format!("{}.jsonl", report::file_stem(&run.name)));
-        report::write_per_query(&dir.join(&relative), dataset, &output.neighbours, &output.evaluation)?;
+        let relative =
+            PathBuf::from("per_query").join(format!("{}.jsonl", report::file_stem(&run.name)));
+        report::write_per_query(
+            &dir.join(&relative),
+            dataset,
+            &output.neighbours,
+            &output.evaluation,
+        )?;
         Some(relative)
     } else {
         None
@@ -113,7 +142,10 @@ fn finish_run(
     let encoders = encoders(plan, run)?;
     let n = dataset.samples.len();
     let computed_s = output.timing.embed_s + output.timing.knn_s;
-    let StageKind::Fuse { normalize_parts, .. } = plan.stages[run.fuse].kind else {
+    let StageKind::Fuse {
+        normalize_parts, ..
+    } = plan.stages[run.fuse].kind
+    else {
         unreachable!("a run's fuse stage is a Fuse")
     };
     Ok(RunResult {
@@ -122,17 +154,27 @@ fn finish_run(
         n_samples: n,
         k: manifest.retrieval.k,
         metrics: output.evaluation.means.clone(),
-        fusion: Fusion { normalize_parts, dim: encoders.iter().map(|e| e.dim).sum() },
+        fusion: Fusion {
+            normalize_parts,
+            dim: encoders.iter().map(|e| e.dim).sum(),
+        },
         encoders,
         timing: TimingInfo {
             embed_s: output.timing.embed_s,
             knn_s: output.timing.knn_s,
-            items_per_s: if computed_s > 0.0 { n as f64 / computed_s } else { 0.0 },
+            items_per_s: if computed_s > 0.0 {
+                n as f64 / computed_s
+            } else {
+                0.0
+            },
             peak_rss_mb: peak_rss_mb(),
             metrics_s: output.timing.metrics_s,
             wall_s: output.timing.wall_s,
         },
-        cache: CacheInfo { hits: output.hits, misses: output.misses },
+        cache: CacheInfo {
+            hits: output.hits,
+            misses: output.misses,
+        },
         per_query,
     })
 }
@@ -145,9 +187,15 @@ fn encoders(plan: &Plan, run: &RunPlan) -> Result<Vec<EncoderInfo>, Error> {
         .iter()
         .zip(weights)
         .map(|(&p, &weight)| match &plan.stages[p].kind {
-            StageKind::Precomputed { npy: path, digest, .. } => Ok(EncoderInfo {
+            StageKind::Precomputed {
+                npy: path, digest, ..
+            } => Ok(EncoderInfo {
                 plugin: "precomputed".into(),
-                model: path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+                model: path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
                 digest: *digest,
                 dim: npy::read_shape(path)?.1,
                 weight,
@@ -175,7 +223,10 @@ fn provenance(manifest: &Manifest, plan: &Plan, dataset: &Dataset) -> Provenance
             files: ds
                 .inputs
                 .iter()
-                .map(|(path, digest)| InputFile { path: relative_to_manifest(manifest, path), digest: *digest })
+                .map(|(path, digest)| InputFile {
+                    path: relative_to_manifest(manifest, path),
+                    digest: *digest,
+                })
                 .collect(),
             min_label_set_count: ds.options.min_label_set_count,
             limit: ds.options.limit,
@@ -191,8 +242,12 @@ fn provenance(manifest: &Manifest, plan: &Plan, dataset: &Dataset) -> Provenance
 
 /// A path as the manifest's reader knows it: relative to the manifest's folder when inside it.
 fn relative_to_manifest(manifest: &Manifest, path: &Path) -> PathBuf {
-    let base = manifest.path.parent().and_then(|p| std::path::absolute(p).ok());
-    base.and_then(|b| path.strip_prefix(b).ok().map(Path::to_path_buf)).unwrap_or_else(|| path.to_path_buf())
+    let base = manifest
+        .path
+        .parent()
+        .and_then(|p| std::path::absolute(p).ok());
+    base.and_then(|b| path.strip_prefix(b).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`; 0 where unavailable).

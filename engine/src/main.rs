@@ -18,7 +18,12 @@ use embedlab::progress::{Progress, Verbosity};
 /// plugins, encoded) and how they are fused; `embedlab run` computes what is not cached, retrieves
 /// every sample's k nearest neighbours and writes a paper-style report.
 #[derive(Parser)]
-#[command(name = "embedlab", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "embedlab",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     /// Print only warnings and errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
@@ -86,12 +91,17 @@ struct ManifestArgs {
 
 impl ManifestArgs {
     fn load(&self) -> anyhow::Result<manifest::Manifest> {
-        let overrides = Overrides { env: true, sets: self.sets.clone() };
+        let overrides = Overrides {
+            env: true,
+            sets: self.sets.clone(),
+        };
         Ok(manifest::load(&self.manifest, &overrides)?)
     }
 
     fn cache_dir(&self) -> PathBuf {
-        self.cache_dir.clone().unwrap_or_else(|| Settings::default_cache_dir(&self.manifest))
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| Settings::default_cache_dir(&self.manifest))
     }
 }
 
@@ -133,19 +143,31 @@ fn dispatch(command: Command, progress: &Progress) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { manifest, out } => run(&manifest, &out, progress),
         Command::Plan { manifest } => plan(&manifest),
-        Command::Captions { manifest, source, seed, out } => captions(&manifest, source.into(), seed, out.as_deref()),
+        Command::Captions {
+            manifest,
+            source,
+            seed,
+            out,
+        } => captions(&manifest, source.into(), seed, out.as_deref()),
         Command::Bench { what } => bench::run(what, progress),
     }
 }
 
 fn run(args: &ManifestArgs, out: &Path, progress: &Progress) -> anyhow::Result<ExitCode> {
     let manifest = args.load()?;
-    let settings = Settings { out_dir: out.to_path_buf(), cache_dir: args.cache_dir() };
+    let settings = Settings {
+        out_dir: out.to_path_buf(),
+        cache_dir: args.cache_dir(),
+    };
     let summary = experiment::run(&manifest, &settings, progress)?;
     progress.info(&format!("wrote {}", summary.written.markdown.display()));
     progress.info(&format!("wrote {}", summary.written.html.display()));
     progress.info(&format!("wrote {}", summary.written.results.display()));
-    Ok(if summary.results.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if summary.results.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn plan(args: &ManifestArgs) -> anyhow::Result<ExitCode> {
@@ -156,20 +178,31 @@ fn plan(args: &ManifestArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn captions(args: &ManifestArgs, source: CaptionSource, seed: Option<u64>, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn captions(
+    args: &ManifestArgs,
+    source: CaptionSource,
+    seed: Option<u64>,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let manifest = args.load()?;
     let plan = embedlab::plan::Plan::build(&manifest)?;
     let store = embedlab::cache::Store::open(&args.cache_dir())?;
     let progress = Progress::new(Verbosity::Quiet);
     let dataset = embedlab::plan::Executor::new(&manifest, &plan, &store, &progress).dataset()?;
-    let texts = embedlab::captions::texts(&dataset.samples, source, seed.unwrap_or(manifest.experiment.seed))?;
+    let texts = embedlab::captions::texts(
+        &dataset.samples,
+        source,
+        seed.unwrap_or(manifest.experiment.seed),
+    )?;
     let mut lines = String::new();
     for (sample, text) in dataset.samples.iter().zip(texts) {
         lines.push_str(&serde_json::json!({ "id": sample.id, "text": text }).to_string());
         lines.push('\n');
     }
     match out {
-        Some(path) => std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => {
+            std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?
+        }
         None => print!("{lines}"),
     }
     Ok(ExitCode::SUCCESS)

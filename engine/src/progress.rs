@@ -24,7 +24,10 @@ impl Progress {
         } else {
             ProgressDrawTarget::stderr()
         };
-        Progress { multi: MultiProgress::with_draw_target(target), verbosity }
+        Progress {
+            multi: MultiProgress::with_draw_target(target),
+            verbosity,
+        }
     }
 
     /// A bar of `len` steps; finish it with `finish_and_clear`.
@@ -34,7 +37,11 @@ impl Progress {
         )
         .expect("valid template")
         .progress_chars("=> ");
-        self.multi.add(ProgressBar::new(len).with_style(style).with_message(message.to_string()))
+        self.multi.add(
+            ProgressBar::new(len)
+                .with_style(style)
+                .with_message(message.to_string()),
+        )
     }
 
     /// A normal message (hidden by `-q`).

@@ -17,7 +17,10 @@ const TRAILER: usize = 32 + MAGIC.len();
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What a lookup found.
@@ -38,7 +41,9 @@ pub struct Store {
 impl Store {
     pub fn open(root: &Path) -> Result<Store, CacheError> {
         std::fs::create_dir_all(root).map_err(|source| io(root, source))?;
-        Ok(Store { root: root.to_path_buf() })
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -121,11 +126,18 @@ fn tempfile_in(dir: &Path) -> Result<TempFile, CacheError> {
         .map_or(0, |d| d.subsec_nanos());
     let path = dir.join(format!(".tmp-{}-{nanos}", std::process::id()));
     let file = std::fs::File::create_new(&path).map_err(|source| io(&path, source))?;
-    Ok(TempFile { path, file, keep: false })
+    Ok(TempFile {
+        path,
+        file,
+        keep: false,
+    })
 }
 
 fn io(path: &Path, source: std::io::Error) -> CacheError {
-    CacheError::Io { path: path.to_path_buf(), source }
+    CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -157,8 +169,14 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[3] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(store.get("s", &key("t")).unwrap(), Lookup::Corrupt(_)));
+        assert!(matches!(
+            store.get("s", &key("t")).unwrap(),
+            Lookup::Corrupt(_)
+        ));
         std::fs::write(&path, &bytes[..5]).unwrap();
-        assert!(matches!(store.get("s", &key("t")).unwrap(), Lookup::Corrupt(_)));
+        assert!(matches!(
+            store.get("s", &key("t")).unwrap(),
+            Lookup::Corrupt(_)
+        ));
     }
 }

@@ -16,14 +16,21 @@ pub struct NoCaptions {
 }
 
 /// One text per sample, in sample order.
-pub fn texts(samples: &[Sample], source: CaptionSource, seed: u64) -> Result<Vec<String>, NoCaptions> {
+pub fn texts(
+    samples: &[Sample],
+    source: CaptionSource,
+    seed: u64,
+) -> Result<Vec<String>, NoCaptions> {
     samples.iter().map(|s| text(s, source, seed)).collect()
 }
 
 fn text(sample: &Sample, source: CaptionSource, seed: u64) -> Result<String, NoCaptions> {
     let captions = &sample.captions;
     if captions.is_empty() {
-        return Err(NoCaptions { id: sample.id.to_string(), source_name: name(source) });
+        return Err(NoCaptions {
+            id: sample.id.to_string(),
+            source_name: name(source),
+        });
     }
     Ok(match source {
         CaptionSource::Concat => captions.join(" "),
@@ -60,7 +67,10 @@ mod tests {
     #[test]
     fn concat_and_first_follow_file_order() {
         let s = [sample("1", &["a cat.", "a small cat."])];
-        assert_eq!(texts(&s, CaptionSource::Concat, 0).unwrap(), ["a cat. a small cat."]);
+        assert_eq!(
+            texts(&s, CaptionSource::Concat, 0).unwrap(),
+            ["a cat. a small cat."]
+        );
         assert_eq!(texts(&s, CaptionSource::First, 0).unwrap(), ["a cat."]);
     }
 
@@ -71,7 +81,10 @@ mod tests {
         let a = texts(&many, CaptionSource::Random, 3).unwrap();
         assert_eq!(a, texts(&many, CaptionSource::Random, 3).unwrap());
         assert_ne!(a, texts(&many, CaptionSource::Random, 4).unwrap());
-        assert_eq!(texts(&many[10..11], CaptionSource::Random, 3).unwrap()[0], a[10]);
+        assert_eq!(
+            texts(&many[10..11], CaptionSource::Random, 3).unwrap()[0],
+            a[10]
+        );
         let distinct: std::collections::BTreeSet<&String> = a.iter().collect();
         assert!(distinct.len() > 1, "picks vary across samples");
     }
@@ -79,6 +92,9 @@ mod tests {
     #[test]
     fn a_sample_without_captions_is_named() {
         let err = texts(&[sample("139", &[])], CaptionSource::Random, 0).unwrap_err();
-        assert_eq!(err.to_string(), "sample 139: no captions to take a `random` caption from");
+        assert_eq!(
+            err.to_string(),
+            "sample 139: no captions to take a `random` caption from"
+        );
     }
 }

@@ -141,7 +141,11 @@ pub fn evaluate(neighbours: &Neighbours, label_set_ids: &[u32], cutoffs: &[usize
         })
         .collect();
     let means = mean_scores(&per_query, cutoffs);
-    Evaluation { cutoffs: cutoffs.to_vec(), per_query, means }
+    Evaluation {
+        cutoffs: cutoffs.to_vec(),
+        per_query,
+        means,
+    }
 }
 
 /// For each label-set id, how many other samples share it (its size minus the query itself).
@@ -193,7 +197,16 @@ mod tests {
         let idcg2 = 1.0 + 1.0 / 3f64.log2();
         assert_scores(
             score_query(&flags("01010"), 10),
-            [0.5, dcg / idcg5, dcg / idcg2, 1.0 / 5.0, 1.0 / 2.0, 0.4, 0.2, 1.0],
+            [
+                0.5,
+                dcg / idcg5,
+                dcg / idcg2,
+                1.0 / 5.0,
+                1.0 / 2.0,
+                0.4,
+                0.2,
+                1.0,
+            ],
         );
     }
 
@@ -204,7 +217,16 @@ mod tests {
         let idcg = 1.0 + 1.0 / 3f64.log2();
         assert_scores(
             score_query(&flags("1010"), 2),
-            [1.0, dcg / idcg, dcg / idcg, (1.0 + 2.0 / 3.0) / 2.0, (1.0 + 2.0 / 3.0) / 2.0, 0.5, 1.0, 1.0],
+            [
+                1.0,
+                dcg / idcg,
+                dcg / idcg,
+                (1.0 + 2.0 / 3.0) / 2.0,
+                (1.0 + 2.0 / 3.0) / 2.0,
+                0.5,
+                1.0,
+                1.0,
+            ],
         );
     }
 
@@ -235,7 +257,10 @@ mod tests {
         let eval = evaluate(&neighbours, &labels, &[1, 2]);
         // Hit flags: q0 [1,0], q1 [0,1], q2 [1,0], q3 [0,1]; R = 1 each.
         assert!(close(eval.mean(Metric::HitRate, 1).unwrap(), 0.5));
-        assert!(close(eval.mean(Metric::Mrr, 2).unwrap(), (1.0 + 0.5 + 1.0 + 0.5) / 4.0));
+        assert!(close(
+            eval.mean(Metric::Mrr, 2).unwrap(),
+            (1.0 + 0.5 + 1.0 + 0.5) / 4.0
+        ));
         assert!(close(eval.mean(Metric::Recall, 2).unwrap(), 1.0));
         assert!(close(eval.mean(Metric::Precision, 2).unwrap(), 0.5));
         assert_eq!(eval.means.len(), 16);

@@ -25,8 +25,12 @@ pub fn encode_knn(record: &KnnRecord) -> Vec<u8> {
     out.extend_from_slice(&(nb.k as u64).to_le_bytes());
     out.extend_from_slice(&record.embed_s.to_le_bytes());
     out.extend_from_slice(&record.knn_s.to_le_bytes());
-    nb.indices.iter().for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
-    nb.scores.iter().for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
+    nb.indices
+        .iter()
+        .for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
+    nb.scores
+        .iter()
+        .for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
     out
 }
 
@@ -44,9 +48,24 @@ pub fn decode_knn(bytes: &[u8]) -> Option<KnnRecord> {
         return None;
     }
     let (idx, scores) = body.split_at(count * 4);
-    let indices = idx.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    let scores = scores.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    Some(KnnRecord { neighbours: Neighbours { n, k, indices, scores }, embed_s, knn_s })
+    let indices = idx
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let scores = scores
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    Some(KnnRecord {
+        neighbours: Neighbours {
+            n,
+            k,
+            indices,
+            scores,
+        },
+        embed_s,
+        knn_s,
+    })
 }
 
 #[cfg(test)]
@@ -56,7 +75,12 @@ mod tests {
     #[test]
     fn knn_round_trips_and_rejects_foreign_bytes() {
         let record = KnnRecord {
-            neighbours: Neighbours { n: 2, k: 2, indices: vec![1, 0, 0, 1], scores: vec![0.5, 0.25, 0.5, -1.0] },
+            neighbours: Neighbours {
+                n: 2,
+                k: 2,
+                indices: vec![1, 0, 0, 1],
+                scores: vec![0.5, 0.25, 0.5, -1.0],
+            },
             embed_s: 1.5,
             knn_s: 0.25,
         };

@@ -16,9 +16,9 @@ use super::{DATASET, KNN, METRICS, Plan, RunPlan, StageKind};
 use crate::cache::{Lookup, Store};
 use crate::dataset::{self, Dataset, SampleId};
 use crate::digest::Digest;
-use crate::embed::{EmbedError, Vectors};
 use crate::embed::fusion::{FusionPart, fuse};
 use crate::embed::precomputed;
+use crate::embed::{EmbedError, Vectors};
 use crate::error::Error;
 use crate::manifest::Manifest;
 use crate::metrics::{self, Evaluation};
@@ -69,12 +69,21 @@ struct Tally {
 
 impl Tally {
     fn count(&mut self, reused: bool) {
-        if reused { self.hits += 1 } else { self.misses += 1 }
+        if reused {
+            self.hits += 1
+        } else {
+            self.misses += 1
+        }
     }
 }
 
 impl<'a> Executor<'a> {
-    pub fn new(manifest: &'a Manifest, plan: &'a Plan, store: &'a Store, progress: &'a Progress) -> Self {
+    pub fn new(
+        manifest: &'a Manifest,
+        plan: &'a Plan,
+        store: &'a Store,
+        progress: &'a Progress,
+    ) -> Self {
         Executor {
             manifest,
             plan,
@@ -133,9 +142,14 @@ impl<'a> Executor<'a> {
         let ds = match self.load_json::<Dataset>(DATASET, &stage.key)? {
             Some(ds) => ds,
             None => {
-                self.progress.info(&format!("loading dataset {}", stage.options.name));
+                self.progress
+                    .info(&format!("loading dataset {}", stage.options.name));
                 let ds = dataset::load(&stage.source, &stage.options)?;
-                self.store.put(DATASET, &stage.key, &serde_json::to_vec(&ds).expect("serialises"))?;
+                self.store.put(
+                    DATASET,
+                    &stage.key,
+                    &serde_json::to_vec(&ds).expect("serialises"),
+                )?;
                 self.dataset_uncounted_miss = true;
                 ds
             }
@@ -145,7 +159,12 @@ impl<'a> Executor<'a> {
         Ok(ds)
     }
 
-    fn knn(&mut self, run: &RunPlan, ds: &Dataset, tally: &mut Tally) -> Result<Arc<KnnRecord>, Error> {
+    fn knn(
+        &mut self,
+        run: &RunPlan,
+        ds: &Dataset,
+        tally: &mut Tally,
+    ) -> Result<Arc<KnnRecord>, Error> {
         let stage = &self.plan.stages[run.knn];
         if let Some(record) = self.knn.get(&run.knn) {
             tally.count(true);
@@ -155,7 +174,10 @@ impl<'a> Executor<'a> {
             Lookup::Hit(bytes) => decode_knn(&bytes),
             Lookup::Miss => None,
             Lookup::Corrupt(path) => {
-                self.progress.warn(&format!("{}: corrupt cache entry, recomputing", path.display()));
+                self.progress.warn(&format!(
+                    "{}: corrupt cache entry, recomputing",
+                    path.display()
+                ));
                 None
             }
         };
@@ -171,7 +193,11 @@ impl<'a> Executor<'a> {
                 let embed_s = started.elapsed().as_secs_f64();
                 let started = Instant::now();
                 let neighbours = self.search(&vectors, &run.name)?;
-                let record = KnnRecord { neighbours, embed_s, knn_s: started.elapsed().as_secs_f64() };
+                let record = KnnRecord {
+                    neighbours,
+                    embed_s,
+                    knn_s: started.elapsed().as_secs_f64(),
+                };
                 self.store.put(KNN, &stage.key, &encode_knn(&record))?;
                 record
             }
@@ -214,9 +240,14 @@ impl<'a> Executor<'a> {
             None => {
                 tally.count(false);
                 let started = Instant::now();
-                let evaluation = metrics::evaluate(&knn.neighbours, &ds.label_set_ids(), &self.manifest.cutoffs);
+                let evaluation =
+                    metrics::evaluate(&knn.neighbours, &ds.label_set_ids(), &self.manifest.cutoffs);
                 let seconds = started.elapsed().as_secs_f64();
-                self.store.put(METRICS, &key, &serde_json::to_vec(&evaluation).expect("serialises"))?;
+                self.store.put(
+                    METRICS,
+                    &key,
+                    &serde_json::to_vec(&evaluation).expect("serialises"),
+                )?;
                 (Arc::new(evaluation), seconds)
             }
         };
@@ -230,7 +261,11 @@ impl<'a> Executor<'a> {
             return Ok(v.clone());
         }
         let stage = self.plan.stages[index].clone();
-        let StageKind::Fuse { normalize_parts, weights } = &stage.kind else {
+        let StageKind::Fuse {
+            normalize_parts,
+            weights,
+        } = &stage.kind
+        else {
             unreachable!("fused() is called with fuse stages only")
         };
         let parts = stage
@@ -241,7 +276,10 @@ impl<'a> Executor<'a> {
         let inputs: Vec<FusionPart> = parts
             .iter()
             .zip(weights)
-            .map(|(v, &w)| FusionPart { vectors: v, weight: w as f32 })
+            .map(|(v, &w)| FusionPart {
+                vectors: v,
+                weight: w as f32,
+            })
             .collect();
         let fused = fuse(&inputs, *normalize_parts).map_err(|e| name_row(e, ds))?;
         let fused = Arc::new(fused);
@@ -272,12 +310,19 @@ impl<'a> Executor<'a> {
     }
 
     /// A JSON stage output from the cache; a corrupt or unreadable entry is reported and missed.
-    fn load_json<T: DeserializeOwned>(&self, folder: &str, key: &Digest) -> Result<Option<T>, Error> {
+    fn load_json<T: DeserializeOwned>(
+        &self,
+        folder: &str,
+        key: &Digest,
+    ) -> Result<Option<T>, Error> {
         match self.store.get(folder, key)? {
             Lookup::Hit(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             Lookup::Miss => Ok(None),
             Lookup::Corrupt(path) => {
-                self.progress.warn(&format!("{}: corrupt cache entry, recomputing", path.display()));
+                self.progress.warn(&format!(
+                    "{}: corrupt cache entry, recomputing",
+                    path.display()
+                ));
                 Ok(None)
             }
         }
@@ -287,9 +332,10 @@ impl<'a> Executor<'a> {
 /// Fusion reports rows by index; users know samples by id.
 fn name_row(error: EmbedError, ds: &Dataset) -> Error {
     match error {
-        EmbedError::ZeroVector { row } | EmbedError::NonFiniteVector { row } => {
-            Error::WithSample { id: ds.samples[row].id.to_string(), source: error }
-        }
+        EmbedError::ZeroVector { row } | EmbedError::NonFiniteVector { row } => Error::WithSample {
+            id: ds.samples[row].id.to_string(),
+            source: error,
+        },
         other => other.into(),
     }
 }

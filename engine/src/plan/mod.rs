@@ -48,13 +48,28 @@ pub struct DatasetStage {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StageKind {
     /// Vectors computed elsewhere, matched to samples by id.
-    Precomputed { npy: PathBuf, ids: PathBuf, digest: Digest },
+    Precomputed {
+        npy: PathBuf,
+        ids: PathBuf,
+        digest: Digest,
+    },
     /// Vectors from an encoder plugin.
-    Encode { encoder: String, input: Modality, captions: Option<(CaptionSource, u64)> },
+    Encode {
+        encoder: String,
+        input: Modality,
+        captions: Option<(CaptionSource, u64)>,
+    },
     /// Weighted concatenation of the part vectors (`deps`), normalised.
-    Fuse { normalize_parts: bool, weights: Vec<f64> },
-    Knn { k: usize },
-    Metrics { cutoffs: Vec<usize> },
+    Fuse {
+        normalize_parts: bool,
+        weights: Vec<f64>,
+    },
+    Knn {
+        k: usize,
+    },
+    Metrics {
+        cutoffs: Vec<usize>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -100,7 +115,10 @@ impl Plan {
     /// Derives every stage and key from the manifest, reading only input files' contents.
     pub fn build(manifest: &Manifest) -> Result<Plan, Error> {
         let dataset = dataset_stage(manifest)?;
-        let mut builder = Builder { stages: Vec::new(), index: HashMap::new() };
+        let mut builder = Builder {
+            stages: Vec::new(),
+            index: HashMap::new(),
+        };
         let mut runs = Vec::new();
         let mut broken = Vec::new();
         for run in &manifest.runs {
@@ -109,13 +127,23 @@ impl Plan {
                 Err(e) => broken.push((run.name.clone(), e)),
             }
         }
-        Ok(Plan { dataset, stages: builder.stages, runs, broken })
+        Ok(Plan {
+            dataset,
+            stages: builder.stages,
+            runs,
+            broken,
+        })
     }
 
     /// The DAG as `embedlab plan` prints it.
     pub fn describe(&self, manifest: &Manifest, store: &Store) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "experiment {} (manifest {})", manifest.experiment.name, manifest.digest.short());
+        let _ = writeln!(
+            out,
+            "experiment {} (manifest {})",
+            manifest.experiment.name,
+            manifest.digest.short()
+        );
         let _ = writeln!(out, "cache      {}", store.root().display());
         let ds = &self.dataset;
         let _ = writeln!(
@@ -157,13 +185,26 @@ impl Plan {
         let deps: Vec<String> = stage.deps.iter().map(|d| format!("[{}]", d + 1)).collect();
         match &stage.kind {
             StageKind::Precomputed { npy, .. } => file_name(npy),
-            StageKind::Encode { encoder, input, captions } => match captions {
-                Some((source, _)) => format!("{encoder} ({input:?}, {} captions)", captions::name(*source)),
+            StageKind::Encode {
+                encoder,
+                input,
+                captions,
+            } => match captions {
+                Some((source, _)) => format!(
+                    "{encoder} ({input:?}, {} captions)",
+                    captions::name(*source)
+                ),
                 None => format!("{encoder} ({input:?})"),
             },
-            StageKind::Fuse { normalize_parts, weights } => {
-                let terms: Vec<String> =
-                    deps.iter().zip(weights).map(|(d, w)| weighted(d, *w)).collect();
+            StageKind::Fuse {
+                normalize_parts,
+                weights,
+            } => {
+                let terms: Vec<String> = deps
+                    .iter()
+                    .zip(weights)
+                    .map(|(d, w)| weighted(d, *w))
+                    .collect();
                 let raw = if *normalize_parts { "" } else { " (raw parts)" };
                 format!("{}{raw}", terms.join(" ++ "))
             }
@@ -177,7 +218,11 @@ impl Plan {
 }
 
 fn weighted(dep: &str, weight: f64) -> String {
-    if weight == 1.0 { dep.to_string() } else { format!("{weight}×{dep}") }
+    if weight == 1.0 {
+        dep.to_string()
+    } else {
+        format!("{weight}×{dep}")
+    }
 }
 
 fn mark(cached: bool) -> &'static str {
@@ -194,12 +239,19 @@ fn kind_name(kind: &StageKind) -> &'static str {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn dataset_label(ds: &DatasetStage) -> String {
     let files: Vec<String> = ds.inputs.iter().map(|(p, _)| file_name(p)).collect();
-    let limit = ds.options.limit.map(|l| format!(", limit {l}")).unwrap_or_default();
+    let limit = ds
+        .options
+        .limit
+        .map(|l| format!(", limit {l}"))
+        .unwrap_or_default();
     format!("{} ({}{limit})", ds.options.name, files.join(", "))
 }
 
@@ -212,7 +264,10 @@ fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {
     let (source, files, format) = match d.format {
         DatasetFormat::Jsonl => {
             let path = d.path.clone().expect("validated: jsonl has a path");
-            let source = Source::Jsonl { path: path.clone(), images: d.images.clone() };
+            let source = Source::Jsonl {
+                path: path.clone(),
+                images: d.images.clone(),
+            };
             (source, vec![path], "jsonl")
         }
         DatasetFormat::Coco => {
@@ -221,10 +276,17 @@ fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {
                 instances: d.instances.clone(),
                 images: d.images.clone(),
             };
-            (source, [d.captions.clone(), d.instances.clone()].concat(), "coco")
+            (
+                source,
+                [d.captions.clone(), d.instances.clone()].concat(),
+                "coco",
+            )
         }
     };
-    let name = d.name.clone().unwrap_or_else(|| default_dataset_name(&files[0]));
+    let name = d
+        .name
+        .clone()
+        .unwrap_or_else(|| default_dataset_name(&files[0]));
     let options = LoadOptions {
         name,
         min_label_set_count: d.min_label_set_count,
@@ -236,17 +298,32 @@ fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {
         .map(|p| digest_file(&p).map(|digest| (p, digest)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut h = Hasher::new("dataset-v1");
-    h.str(format).str(&options.name).u64(options.min_label_set_count as u64);
-    h.u64(options.limit.map_or(0, |l| l as u64 + 1)).u64(options.seed);
-    h.str(&d.images.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+    h.str(format)
+        .str(&options.name)
+        .u64(options.min_label_set_count as u64);
+    h.u64(options.limit.map_or(0, |l| l as u64 + 1))
+        .u64(options.seed);
+    h.str(
+        &d.images
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    );
     for (_, digest) in &inputs {
         h.digest(digest);
     }
-    Ok(DatasetStage { key: h.finish(), source, options, inputs })
+    Ok(DatasetStage {
+        key: h.finish(),
+        source,
+        options,
+        inputs,
+    })
 }
 
 fn default_dataset_name(first_file: &Path) -> String {
-    first_file.file_stem().map_or_else(|| "dataset".into(), |s| s.to_string_lossy().into_owned())
+    first_file
+        .file_stem()
+        .map_or_else(|| "dataset".into(), |s| s.to_string_lossy().into_owned())
 }
 
 struct Builder {
@@ -278,11 +355,17 @@ impl Builder {
         for (&p, w) in parts.iter().zip(&weights) {
             h.digest(&self.stages[p].key).f64(*w);
         }
-        let fuse_kind = StageKind::Fuse { normalize_parts: run.normalize_parts, weights };
+        let fuse_kind = StageKind::Fuse {
+            normalize_parts: run.normalize_parts,
+            weights,
+        };
         let fuse = self.add(h.finish(), fuse_kind, parts.clone());
 
         let k = m.retrieval.k;
-        let knn_key = Hasher::new("knn-exact-v1").digest(&self.stages[fuse].key).u64(k as u64).finish();
+        let knn_key = Hasher::new("knn-exact-v1")
+            .digest(&self.stages[fuse].key)
+            .u64(k as u64)
+            .finish();
         let knn = self.add(knn_key, StageKind::Knn { k }, vec![fuse]);
 
         let mut h = Hasher::new("metrics-v1");
@@ -290,8 +373,21 @@ impl Builder {
         m.cutoffs.iter().for_each(|&c| {
             h.u64(c as u64);
         });
-        let metrics = self.add(h.finish(), StageKind::Metrics { cutoffs: m.cutoffs.clone() }, vec![knn]);
-        Ok(RunPlan { name: run.name.clone(), parts, fuse, knn, metrics, part_labels })
+        let metrics = self.add(
+            h.finish(),
+            StageKind::Metrics {
+                cutoffs: m.cutoffs.clone(),
+            },
+            vec![knn],
+        );
+        Ok(RunPlan {
+            name: run.name.clone(),
+            parts,
+            fuse,
+            knn,
+            metrics,
+            part_labels,
+        })
     }
 }
 
@@ -303,7 +399,12 @@ fn part_label(kind: &StageKind) -> String {
     }
 }
 
-fn part_stage(m: &Manifest, ds: &DatasetStage, run: &Run, part: &Part) -> Result<(Digest, StageKind), Error> {
+fn part_stage(
+    m: &Manifest,
+    ds: &DatasetStage,
+    run: &Run,
+    part: &Part,
+) -> Result<(Digest, StageKind), Error> {
     if let Some(npy) = &part.precomputed {
         let ids = part.ids.clone().unwrap_or_else(|| ids_path_for(npy));
         let digest = digest_file(npy)?;
@@ -312,16 +413,37 @@ fn part_stage(m: &Manifest, ds: &DatasetStage, run: &Run, part: &Part) -> Result
             .digest(&digest)
             .digest(&digest_file(&ids)?)
             .finish();
-        return Ok((key, StageKind::Precomputed { npy: npy.clone(), ids, digest }));
+        return Ok((
+            key,
+            StageKind::Precomputed {
+                npy: npy.clone(),
+                ids,
+                digest,
+            },
+        ));
     }
-    let name = part.encoder.clone().expect("validated: a part has precomputed or encoder");
+    let name = part
+        .encoder
+        .clone()
+        .expect("validated: a part has precomputed or encoder");
     let encoder = &m.encoders[&name];
     let input = part.input.unwrap_or(Modality::Text);
-    let captions = (input == Modality::Text)
-        .then(|| (run.captions.unwrap_or(CaptionSource::Concat), m.caption_seed(run)));
+    let captions = (input == Modality::Text).then(|| {
+        (
+            run.captions.unwrap_or(CaptionSource::Concat),
+            m.caption_seed(run),
+        )
+    });
     let mut h = Hasher::new("encode-v1");
     h.digest(&ds.key).str(&encoder.plugin).str(&encoder.model);
     h.str(&serde_json::to_string(&encoder.options).unwrap_or_default());
     h.str(&format!("{input:?}{captions:?}"));
-    Ok((h.finish(), StageKind::Encode { encoder: name, input, captions }))
+    Ok((
+        h.finish(),
+        StageKind::Encode {
+            encoder: name,
+            input,
+            captions,
+        },
+    ))
 }

@@ -43,8 +43,14 @@ pub fn write(dir: &Path, results: &Results) -> Result<Written, Error> {
     let json = serde_json::to_vec_pretty(results).expect("results serialise");
     write_atomic(&written.results, &json)?;
     let view = ReportView::new(results);
-    write_atomic(&written.markdown, render("report.md", MARKDOWN, &view, &written.markdown)?.as_bytes())?;
-    write_atomic(&written.html, render("report.html", HTML, &view, &written.html)?.as_bytes())?;
+    write_atomic(
+        &written.markdown,
+        render("report.md", MARKDOWN, &view, &written.markdown)?.as_bytes(),
+    )?;
+    write_atomic(
+        &written.html,
+        render("report.html", HTML, &view, &written.html)?.as_bytes(),
+    )?;
     Ok(written)
 }
 
@@ -71,9 +77,15 @@ pub fn write_per_query(
         let line = QueryLine {
             query: &query.id.0,
             labels: query.labels.to_string(),
-            neighbours: rows.iter().map(|&r| dataset.samples[r as usize].id.0.as_str()).collect(),
+            neighbours: rows
+                .iter()
+                .map(|&r| dataset.samples[r as usize].id.0.as_str())
+                .collect(),
             scores: neighbours.scores_of(q),
-            hits: rows.iter().map(|&r| (dataset.samples[r as usize].labels == query.labels) as u8).collect(),
+            hits: rows
+                .iter()
+                .map(|&r| (dataset.samples[r as usize].labels == query.labels) as u8)
+                .collect(),
             metrics,
         };
         serde_json::to_writer(&mut out, &line).expect("json");
@@ -95,7 +107,15 @@ struct QueryLine<'a> {
 
 /// File-name-safe form of a run name.
 pub fn file_stem(run: &str) -> String {
-    run.chars().map(|c| if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
+    run.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -108,13 +128,21 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 
 fn render(name: &str, source: &str, view: &ReportView, path: &Path) -> Result<String, Error> {
     let mut env = Environment::new();
-    env.add_template(name, source).map_err(|e| template_error(path, e))?;
-    let template = env.get_template(name).map_err(|e| template_error(path, e))?;
-    template.render(minijinja::value::Serde(view)).map_err(|e| template_error(path, e))
+    env.add_template(name, source)
+        .map_err(|e| template_error(path, e))?;
+    let template = env
+        .get_template(name)
+        .map_err(|e| template_error(path, e))?;
+    template
+        .render(minijinja::value::Serde(view))
+        .map_err(|e| template_error(path, e))
 }
 
 fn template_error(path: &Path, e: minijinja::Error) -> Error {
-    Error::Report { path: path.to_path_buf(), message: format!("template: {e:#}") }
+    Error::Report {
+        path: path.to_path_buf(),
+        message: format!("template: {e:#}"),
+    }
 }
 
 /// What the templates iterate over: runs sorted by MRR, values preformatted.
@@ -171,22 +199,40 @@ impl<'a> ReportView<'a> {
         let k = results.provenance.k;
         let columns = MAIN
             .iter()
-            .map(|(m, title)| Column { key: m.key(k), title: format!("{title}@{k}") })
+            .map(|(m, title)| Column {
+                key: m.key(k),
+                title: format!("{title}@{k}"),
+            })
             .collect();
         let mut runs: Vec<_> = results.runs.iter().collect();
-        let mrr = |r: &&results::RunResult| r.metrics.get(&Metric::Mrr.key(k)).copied().unwrap_or(0.0);
+        let mrr =
+            |r: &&results::RunResult| r.metrics.get(&Metric::Mrr.key(k)).copied().unwrap_or(0.0);
         runs.sort_by(|a, b| mrr(b).total_cmp(&mrr(a)).then_with(|| a.name.cmp(&b.name)));
         let rows = runs
             .iter()
             .enumerate()
             .map(|(i, run)| {
-                let fmt = |key: &String| run.metrics.get(key).map_or("–".into(), |v| format!("{v:.4}"));
+                let fmt = |key: &String| {
+                    run.metrics
+                        .get(key)
+                        .map_or("–".into(), |v| format!("{v:.4}"))
+                };
                 let parts: Vec<String> = run
                     .encoders
                     .iter()
-                    .map(|e| if e.weight == 1.0 { e.model.clone() } else { format!("{}×{}", e.weight, e.model) })
+                    .map(|e| {
+                        if e.weight == 1.0 {
+                            e.model.clone()
+                        } else {
+                            format!("{}×{}", e.weight, e.model)
+                        }
+                    })
                     .collect();
-                let raw = if run.fusion.normalize_parts { "" } else { " (raw)" };
+                let raw = if run.fusion.normalize_parts {
+                    ""
+                } else {
+                    " (raw)"
+                };
                 Row {
                     name: run.name.clone(),
                     best: i == 0,
@@ -202,8 +248,19 @@ impl<'a> ReportView<'a> {
                 }
             })
             .collect();
-        let cutoff_tables = results.provenance.cutoffs.iter().map(|&c| cutoff_table(&runs, c)).collect();
-        ReportView { r: results, k, columns, rows, cutoff_tables }
+        let cutoff_tables = results
+            .provenance
+            .cutoffs
+            .iter()
+            .map(|&c| cutoff_table(&runs, c))
+            .collect();
+        ReportView {
+            r: results,
+            k,
+            columns,
+            rows,
+            cutoff_tables,
+        }
     }
 }
 
@@ -213,10 +270,18 @@ fn cutoff_table(runs: &[&results::RunResult], cutoff: usize) -> CutoffTable {
         .map(|run| {
             let values = Metric::ALL
                 .iter()
-                .map(|m| run.metrics.get(&m.key(cutoff)).map_or("–".into(), |v| format!("{v:.4}")))
+                .map(|m| {
+                    run.metrics
+                        .get(&m.key(cutoff))
+                        .map_or("–".into(), |v| format!("{v:.4}"))
+                })
                 .collect();
             (run.name.clone(), values)
         })
         .collect();
-    CutoffTable { cutoff, columns: Metric::ALL.iter().map(|m| m.name()).collect(), rows }
+    CutoffTable {
+        cutoff,
+        columns: Metric::ALL.iter().map(|m| m.name()).collect(),
+        rows,
+    }
 }

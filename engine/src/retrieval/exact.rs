@@ -31,17 +31,19 @@ pub struct ExactOptions {
     /// Query rows per parallel task, and rows of a score tile. There are `⌈n / query_block⌉`
     /// tasks, which bounds the parallelism.
     pub query_block: usize,
-    /// Corpus rows per score tile. A tile holds `query_block × corpus_block` `f32` (16 MiB with
+    /// Corpus rows per score tile. A tile holds `query_block × corpus_block` `f32` (4 MiB with
     /// the defaults), one per worker thread.
     pub corpus_block: usize,
 }
 
 impl Default for ExactOptions {
+    /// Corpus tiles of 1024 rows keep the score tile and the corpus rows it reads in cache; on a
+    /// 2-core AVX-512 EPYC (n = 20,000, dim = 384) they ran about 20 % faster than 2048 or 4096.
     fn default() -> ExactOptions {
         ExactOptions {
             k: 10,
             query_block: 1024,
-            corpus_block: 4096,
+            corpus_block: 1024,
         }
     }
 }
@@ -185,30 +187,22 @@ impl TopK<'_> {
     /// Offers the candidates `scores`, of rows `first_index, first_index + 1, ...`, in that order.
     fn offer_all(&mut self, scores: &[f32], first_index: usize) {
         let k = self.scores.len();
+        // While the list is not full, every candidate enters.
         let fill = (k - self.len).min(scores.len());
         for (offset, &score) in scores[..fill].iter().enumerate() {
             self.insert(score, (first_index + offset) as u32);
         }
-        let rest_first = first_index + fill;
-        for (c, chunk) in scores[fill..].chunks(16).enumerate() {
-            let worst = self.scores[k - 1];
-            if !chunk.iter().fold(false, |any, &s| any | (s > worst)) {
-                continue;
-            }
-            for (offset, &score) in chunk.iter().enumerate() {
-                if score > self.scores[k - 1] {
-                    self.insert(score, (rest_first + c * 16 + offset) as u32);
-                }
+        // Then only one that strictly beats the last entry, so an equal score arriving later (a
+        // larger index) stays out. The threshold lives in a local: almost every candidate fails
+        // this one comparison. (If candidates remain, the list is full and `worst` is real.)
+        let mut worst = self.scores[k - 1];
+        for (offset, &score) in scores[fill..].iter().enumerate() {
+            if score > worst {
+                // `validate` guarantees every row index fits in a u32.
+                self.insert(score, (first_index + fill + offset) as u32);
+                worst = self.scores[k - 1];
             }
         }
-    }
-
-    /// Whether a candidate enters: while the list is not full, always; then only if it strictly
-    /// beats the last entry, so an equal score arriving later (a larger index) stays out.
-    #[inline]
-    fn accepts(&self, score: f32) -> bool {
-        let k = self.scores.len();
-        self.len < k || score > self.scores[k - 1]
     }
 
     /// Inserts an accepted candidate after every entry with an equal or higher score (equal
@@ -442,48 +436,5 @@ mod tests {
         .expect("valid search");
         assert_eq!(done.into_inner(), 100);
         assert_eq!(calls.into_inner(), 4);
-    }
-}
-
-#[cfg(test)]
-mod timing_tmp {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn time_20k() {
-        let v = crate::retrieval::bench::random_unit_vectors(20_000, 384, 1);
-        let cfgs: Vec<(usize, usize)> = std::env::var("CFGS").unwrap().split(',').map(|c| { let mut p = c.split('x'); (p.next().unwrap().parse().unwrap(), p.next().unwrap().parse().unwrap()) }).collect();
-        for (qb, cb) in cfgs {
-            let opts = ExactOptions { k: 10, query_block: qb, corpus_block: cb };
-            let t = std::time::Instant::now();
-            let r = search(&v, &opts, &|_| {}).unwrap();
-            let s = t.elapsed().as_secs_f64();
-            let gf = 2.0 * 20_000f64 * 20_000f64 * 384.0 / s / 1e9;
-            eprintln!("qb {qb} cb {cb}: {s:.3}s {gf:.1} GFLOP/s ({})", r.indices[0]);
-        }
-        let (qb, cb) = (1024usize, 4096usize);
-        let mut tile = vec![0f32; qb * cb];
-        score_tile(&v.data[..qb * 384], &v.data[qb * 384..(qb + cb) * 384], qb, cb, 384, &mut tile);
-        let mut idx = vec![0u32; qb * 10];
-        let mut sc = vec![0f32; qb * 10];
-        let t = std::time::Instant::now();
-        let mut lists: Vec<TopK> = idx.chunks_exact_mut(10).zip(sc.chunks_exact_mut(10)).map(|(indices, scores)| TopK { indices, scores, len: 0 }).collect();
-        for rep in 0..20 { fold_tile(&mut lists, &tile, cb, 100_000, 5000 + rep * cb); }
-        let s = t.elapsed().as_secs_f64();
-        eprintln!("fold: {:.2} ns/elem single thread", s * 1e9 / (20.0 * (qb * cb) as f64));
-        // GEMM only, same tiling, no fold
-        let (qb, cb) = (1024usize, 4096usize);
-        let t = std::time::Instant::now();
-        (0..20_000usize).step_by(qb).collect::<Vec<_>>().into_par_iter().for_each(|q0| {
-            let rows = qb.min(20_000 - q0);
-            let mut tile = vec![0f32; rows * cb];
-            for c0 in (0..20_000).step_by(cb) {
-                let cols = cb.min(20_000 - c0);
-                score_tile(&v.data[q0 * 384..(q0 + rows) * 384], &v.data[c0 * 384..(c0 + cols) * 384], rows, cols, 384, &mut tile[..rows * cols]);
-            }
-            std::hint::black_box(&tile);
-        });
-        let s = t.elapsed().as_secs_f64();
-        eprintln!("gemm only {qb}x{cb}: {s:.3}s {:.1} GFLOP/s", 2.0 * 4e8 * 384.0 / s / 1e9);
     }
 }

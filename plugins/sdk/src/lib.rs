@@ -70,6 +70,9 @@ mod tests {
     #[test]
     fn entry_symbol_is_nul_terminated_for_dlsym() {
         assert_eq!(ENTRY_SYMBOL.last(), Some(&0));
-        assert_eq!(&ENTRY_SYMBOL[..ENTRY_SYMBOL.len() - 1], b"embedlab_plugin_v1");
+        assert_eq!(
+            &ENTRY_SYMBOL[..ENTRY_SYMBOL.len() - 1],
+            b"embedlab_plugin_v1"
+        );
     }
 }
