@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::codec::{KnnRecord, decode_knn, encode_knn};
@@ -27,7 +26,7 @@ use crate::retrieval::{self, Neighbours};
 
 /// How long a run's stages took when they were computed (cached stages report their original
 /// times, so a warm rerun still says what the work costs).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Timing {
     pub embed_s: f64,
     pub knn_s: f64,

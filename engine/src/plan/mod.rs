@@ -447,3 +447,98 @@ fn part_stage(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::{Vectors, npy};
+    use crate::manifest::{Overrides, load};
+
+    /// A folder with a 4-sample JSONL dataset, vectors `a.npy` and a byte-identical copy `b.npy`.
+    fn folder(runs: &str) -> (tempfile::TempDir, Manifest) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let jsonl: String = (0..4)
+            .map(|i| format!("{{\"id\": \"s{i}\", \"labels\": [\"l{}\"]}}\n", i % 2))
+            .collect();
+        std::fs::write(p.join("d.jsonl"), jsonl).unwrap();
+        let v = Vectors {
+            n: 4,
+            dim: 2,
+            data: vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, -1.0],
+        };
+        for name in ["a", "b"] {
+            npy::write_f32(&p.join(format!("{name}.npy")), &v).unwrap();
+            std::fs::write(p.join(format!("{name}.ids.txt")), "s0\ns1\ns2\ns3\n").unwrap();
+        }
+        let text = format!(
+            "[experiment]\nname = \"t\"\n[dataset]\nformat = \"jsonl\"\npath = \"d.jsonl\"\n[retrieval]\nk = 2\n{runs}"
+        );
+        std::fs::write(p.join("m.toml"), text).unwrap();
+        let manifest = load(&p.join("m.toml"), &Overrides::default()).unwrap();
+        (dir, manifest)
+    }
+
+    fn run(name: &str, parts: &str) -> String {
+        format!("[[runs]]\nname = \"{name}\"\nparts = [{parts}]\n")
+    }
+
+    #[test]
+    fn runs_with_the_same_inputs_share_every_stage() {
+        // b.npy has a.npy's content: keys follow content, not names.
+        let runs =
+            run("x", "{ precomputed = \"a.npy\" }") + &run("y", "{ precomputed = \"b.npy\" }");
+        let (_dir, m) = folder(&runs);
+        let plan = Plan::build(&m).unwrap();
+        let (x, y) = (&plan.runs[0], &plan.runs[1]);
+        assert_eq!(
+            (x.parts[0], x.fuse, x.knn, x.metrics),
+            (y.parts[0], y.fuse, y.knn, y.metrics)
+        );
+        assert_eq!(plan.stages.len(), 4);
+    }
+
+    #[test]
+    fn a_different_weight_shares_the_parts_only() {
+        let runs = run(
+            "x",
+            "{ precomputed = \"a.npy\" }, { precomputed = \"b.npy\" }",
+        ) + &run(
+            "y",
+            "{ precomputed = \"a.npy\" }, { precomputed = \"b.npy\", weight = 2.0 }",
+        );
+        let (_dir, m) = folder(&runs);
+        let plan = Plan::build(&m).unwrap();
+        let (x, y) = (&plan.runs[0], &plan.runs[1]);
+        assert_eq!(x.parts, y.parts);
+        assert_ne!(x.fuse, y.fuse);
+        assert_ne!(plan.stages[x.knn].key, plan.stages[y.knn].key);
+    }
+
+    #[test]
+    fn editing_an_input_changes_downstream_keys() {
+        let (dir, m) = folder(&run("x", "{ precomputed = \"a.npy\" }"));
+        let before = Plan::build(&m).unwrap();
+        let v = Vectors {
+            n: 4,
+            dim: 2,
+            data: vec![1.0, 0.5, 0.0, 1.0, 1.0, 1.0, 1.0, -1.0],
+        };
+        npy::write_f32(&dir.path().join("a.npy"), &v).unwrap();
+        let after = Plan::build(&m).unwrap();
+        assert_eq!(before.dataset.key, after.dataset.key);
+        let key = |p: &Plan| p.stages[p.runs[0].metrics].key;
+        assert_ne!(key(&before), key(&after));
+    }
+
+    #[test]
+    fn a_run_with_a_missing_file_is_set_aside() {
+        let runs = run("ok", "{ precomputed = \"a.npy\" }")
+            + &run("ghost", "{ precomputed = \"nope.npy\" }");
+        let (_dir, m) = folder(&runs);
+        let plan = Plan::build(&m).unwrap();
+        assert_eq!(plan.runs.len(), 1);
+        assert_eq!(plan.broken[0].0, "ghost");
+        assert!(plan.broken[0].1.to_string().contains("nope.npy"));
+    }
+}

@@ -258,7 +258,7 @@ mod tests {
     fn ragged_block(rng: &mut SplitMix64, n: usize, at_most: usize) -> usize {
         loop {
             let size = 1 + rng.below(at_most.min(n - 1) as u64) as usize;
-            if n % size != 0 {
+            if !n.is_multiple_of(size) {
                 return size;
             }
         }
