@@ -83,7 +83,7 @@ fn generated_case() -> Case {
     let vector = |rng: &mut Xorshift, label: usize, dim: usize, noise: f64| -> Vec<f32> {
         (0..dim)
             .map(|j| {
-                let prototype = if (label * 7 + j * 3) % 5 == 0 {
+                let prototype = if (label * 7 + j * 3).is_multiple_of(5) {
                     1.0
                 } else {
                     0.0
