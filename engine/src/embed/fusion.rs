@@ -52,17 +52,6 @@ pub fn fuse(parts: &[FusionPart<'_>], normalize_parts: bool) -> Result<Vectors, 
     Ok(Vectors { n, dim, data })
 }
 
-/// Scales every row of `v` to unit L2 norm. On error the matrix is partly normalised.
-pub fn normalize_rows(v: &mut Vectors) -> Result<(), EmbedError> {
-    try_rows(&mut v.data, v.n, v.dim, |row, values| {
-        let factor = 1.0 / checked_norm(squared_norm(values), row)?;
-        for x in values {
-            *x = (f64::from(*x) * factor) as f32;
-        }
-        Ok(())
-    })
-}
-
 /// Writes fused row `row` into `out`.
 fn fuse_row(
     parts: &[FusionPart<'_>],
@@ -244,9 +233,6 @@ mod tests {
             let want: Vec<f64> = a.row(row).iter().map(|&x| f64::from(x) / norm).collect();
             assert_close(fused.row(row), &want);
         }
-        let mut b = a.clone();
-        normalize_rows(&mut b).unwrap();
-        assert_eq!(b, fused);
     }
 
     #[test]
@@ -267,23 +253,6 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "fusion part 0: row 1700 is all zeros (cannot L2-normalise it)"
-        );
-        let err = normalize_rows(&mut a).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "row 1700 is all zeros (cosine similarity is undefined)"
-        );
-    }
-
-    #[test]
-    fn normalize_rows_scales_to_unit_norm() {
-        let mut v = vectors(2, 2, &[3.0, 4.0, 0.0, -0.5]);
-        normalize_rows(&mut v).unwrap();
-        assert_close(&v.data, &[0.6, 0.8, 0.0, -1.0]);
-        let mut v = vectors(2, 1, &[1.0, f32::NAN]);
-        assert_eq!(
-            normalize_rows(&mut v).unwrap_err().to_string(),
-            "row 1 contains NaN or infinity"
         );
     }
 
