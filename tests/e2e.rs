@@ -5,23 +5,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// Runs the binary in `dir` with an isolated environment.
-fn embedlab(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_embedlab"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("EMBEDLAB_CACHE_DIR")
-        .output()
-        .expect("embedlab runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+mod common;
+use common::{embedlab, stderr};
 
 /// A deterministic pseudo-random stream (xorshift), independent of the engine's generator.
 struct Xorshift(u64);

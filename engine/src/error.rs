@@ -32,6 +32,12 @@ pub enum Error {
     },
     #[error("{path}: {message}")]
     Report { path: PathBuf, message: String },
+    #[error("encoder \"{name}\": {message}")]
+    Encoder { name: String, message: String },
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
     /// Something this build cannot do yet, said plainly.
     #[error("{0}")]
     Unsupported(String),

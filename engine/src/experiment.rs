@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::cache::Store;
+use crate::captions;
 use crate::dataset::Dataset;
-use crate::embed::npy;
 use crate::error::Error;
-use crate::manifest::{DatasetFormat, Manifest};
-use crate::plan::{Executor, Plan, RunOutput, RunPlan, StageKind};
+use crate::manifest::{CaptionSource, DatasetFormat, Manifest};
+use crate::models::ModelStore;
+use crate::plan::{Environment, Executor, Plan, RunOutput, RunPlan, StageKind};
+use crate::plugin::SearchPath;
 use crate::progress::Progress;
 use crate::report::results::{
     CacheInfo, DatasetProvenance, EncoderInfo, FailedRun, Fusion, InputFile, Provenance, Results,
@@ -19,15 +21,28 @@ use crate::report::results::{
 };
 use crate::report::{self, Written};
 
-/// Where outputs go.
+/// Where outputs go, and where plugins and models come from.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Reports are written to `out_dir/<experiment name>/`.
     pub out_dir: PathBuf,
     pub cache_dir: PathBuf,
+    /// `--plugin-dir` folders, searched before `EMBEDLAB_PLUGIN_PATH` and the binary's folder.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The model store (default: the user cache folder, or `EMBEDLAB_MODEL_STORE`).
+    pub model_store: Option<PathBuf>,
 }
 
 impl Settings {
+    /// The plugins and models of these settings; `fetch` allows downloading models.
+    pub fn environment(&self, fetch: bool) -> Result<Environment, Error> {
+        Ok(Environment {
+            plugins: SearchPath::new(&self.plugin_dirs),
+            models: ModelStore::open(self.model_store.as_deref())?,
+            fetch,
+        })
+    }
+
     /// The default cache folder: `.embedlab/cache` beside the manifest.
     pub fn default_cache_dir(manifest: &Path) -> PathBuf {
         manifest
@@ -50,7 +65,7 @@ pub fn run(
     settings: &Settings,
     progress: &Progress,
 ) -> Result<Summary, Error> {
-    let plan = Plan::build(manifest)?;
+    let plan = Plan::build(manifest, &settings.environment(true)?)?;
     let store = Store::open(&settings.cache_dir)?;
     let mut executor = Executor::new(manifest, &plan, &store, progress);
     let dataset = executor.dataset()?;
@@ -139,7 +154,7 @@ fn finish_run(
     } else {
         None
     };
-    let encoders = encoders(plan, run)?;
+    let encoders = encoders(plan, run, &output.part_dims)?;
     let n = dataset.samples.len();
     let computed_s = output.timing.embed_s + output.timing.knn_s;
     let StageKind::Fuse {
@@ -179,29 +194,53 @@ fn finish_run(
     })
 }
 
-fn encoders(plan: &Plan, run: &RunPlan) -> Result<Vec<EncoderInfo>, Error> {
+fn encoders(plan: &Plan, run: &RunPlan, dims: &[usize]) -> Result<Vec<EncoderInfo>, Error> {
     let StageKind::Fuse { weights, .. } = &plan.stages[run.fuse].kind else {
         unreachable!("a run's fuse stage is a Fuse")
     };
-    run.parts
-        .iter()
-        .zip(weights)
-        .map(|(&p, &weight)| match &plan.stages[p].kind {
+    let info = |(&p, (&weight, &dim)): (&usize, (&f64, &usize))| -> Result<EncoderInfo, Error> {
+        Ok(match &plan.stages[p].kind {
             StageKind::Precomputed {
                 npy: path, digest, ..
-            } => Ok(EncoderInfo {
+            } => EncoderInfo {
                 plugin: "precomputed".into(),
                 model: path
                     .file_name()
                     .unwrap_or_default()
                     .to_string_lossy()
                     .into_owned(),
-                digest: *digest,
-                dim: npy::read_shape(path)?.1,
+                digest: digest.to_string(),
+                plugin_version: None,
+                captions: None,
+                dim,
                 weight,
-            }),
-            other => unreachable!("finished runs have precomputed parts only, not {other:?}"),
+            },
+            StageKind::Encode {
+                encoder,
+                captions: source,
+                ..
+            } => {
+                let setup = plan.encoders.get(encoder)?;
+                EncoderInfo {
+                    plugin: setup.plugin.name().to_string(),
+                    model: setup.model.id.clone(),
+                    digest: setup.model.weights_digest.clone(),
+                    plugin_version: Some(setup.plugin.version().to_string()),
+                    captions: source.map(|(s, seed)| match s {
+                        CaptionSource::Random => format!("random (seed {seed})"),
+                        other => captions::name(other).to_string(),
+                    }),
+                    dim,
+                    weight,
+                }
+            }
+            other => unreachable!("a part stage, not {other:?}"),
         })
+    };
+    run.parts
+        .iter()
+        .zip(weights.iter().zip(dims))
+        .map(info)
         .collect()
 }
 

@@ -1,6 +1,7 @@
 //! The `embedlab` command line: parses flags, calls the library, prints one-line errors.
 
 mod bench;
+mod commands;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +32,13 @@ struct Cli {
     /// Print details of each stage.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// A folder of encoder plugins, searched before EMBEDLAB_PLUGIN_PATH and the binary's folder
+    /// (repeatable).
+    #[arg(long, global = true, value_name = "DIR")]
+    plugin_dir: Vec<PathBuf>,
+    /// The model store (default: EMBEDLAB_MODEL_STORE, else the user cache folder).
+    #[arg(long, global = true, value_name = "DIR", env = "EMBEDLAB_MODEL_STORE")]
+    model_store: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,11 +77,58 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Embed texts with a plugin encoder into a float32 .npy (and OUT.ids.txt: line numbers).
+    Embed {
+        /// Plugin name (e.g. candle).
+        #[arg(long)]
+        plugin: String,
+        /// Model id (e.g. sentence-transformers/all-MiniLM-L6-v2) or a local model folder.
+        #[arg(long)]
+        model: String,
+        /// A text file, one text per line.
+        #[arg(long, value_name = "FILE", required_unless_present = "images")]
+        texts: Option<PathBuf>,
+        /// A folder of images.
+        #[arg(long, value_name = "DIR", conflicts_with = "texts")]
+        images: Option<PathBuf>,
+        /// Output .npy; ids go to the sibling .ids.txt.
+        #[arg(long, value_name = "OUT.npy")]
+        out: PathBuf,
+        /// Texts per forward pass.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+    },
+    /// Encoder plugins found on the search path.
+    Plugins {
+        #[command(subcommand)]
+        what: PluginsCommand,
+    },
+    /// The model store: known models, fetching and verifying them.
+    Models {
+        #[command(subcommand)]
+        what: ModelsCommand,
+    },
     /// Measure the engine's hot paths on generated data.
     Bench {
         #[command(subcommand)]
         what: bench::Bench,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Name, version, ABI, path and known models of every plugin found.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Known and installed models.
+    List,
+    /// Download a model into the store and verify every file's sha256.
+    Fetch { id: String },
+    /// Re-hash an installed model's files against their pinned sha256.
+    Verify { id: String },
 }
 
 #[derive(Args)]
@@ -130,7 +185,11 @@ fn main() -> ExitCode {
         _ => Verbosity::Normal,
     };
     let progress = Progress::new(verbosity);
-    match dispatch(cli.command, &progress) {
+    let sources = Sources {
+        plugin_dirs: cli.plugin_dir,
+        model_store: cli.model_store,
+    };
+    match dispatch(cli.command, &sources, &progress) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -139,26 +198,74 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(command: Command, progress: &Progress) -> anyhow::Result<ExitCode> {
+/// Where plugins and models come from (global flags).
+struct Sources {
+    plugin_dirs: Vec<PathBuf>,
+    model_store: Option<PathBuf>,
+}
+
+impl Sources {
+    fn settings(&self, out: &Path, cache_dir: PathBuf) -> Settings {
+        Settings {
+            out_dir: out.to_path_buf(),
+            cache_dir,
+            plugin_dirs: self.plugin_dirs.clone(),
+            model_store: self.model_store.clone(),
+        }
+    }
+}
+
+fn dispatch(command: Command, sources: &Sources, progress: &Progress) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { manifest, out } => run(&manifest, &out, progress),
-        Command::Plan { manifest } => plan(&manifest),
+        Command::Run { manifest, out } => run(&manifest, &out, sources, progress),
+        Command::Plan { manifest } => plan(&manifest, sources),
         Command::Captions {
             manifest,
             source,
             seed,
             out,
-        } => captions(&manifest, source.into(), seed, out.as_deref()),
+        } => captions(&manifest, sources, source.into(), seed, out.as_deref()),
+        Command::Embed {
+            plugin,
+            model,
+            texts,
+            images,
+            out,
+            batch_size,
+        } => {
+            let input = match (texts, images) {
+                (Some(texts), _) => commands::EmbedInput::Texts(texts),
+                (None, Some(dir)) => commands::EmbedInput::Images(dir),
+                (None, None) => unreachable!("clap requires --texts or --images"),
+            };
+            let env = sources
+                .settings(Path::new("."), PathBuf::new())
+                .environment(true)?;
+            commands::embed(&env, &plugin, &model, &input, &out, batch_size, progress)
+        }
+        Command::Plugins {
+            what: PluginsCommand::List,
+        } => commands::plugins_list(&embedlab::plugin::SearchPath::new(&sources.plugin_dirs)),
+        Command::Models { what } => {
+            let store = embedlab::models::ModelStore::open(sources.model_store.as_deref())?;
+            match what {
+                ModelsCommand::List => commands::models_list(&store),
+                ModelsCommand::Fetch { id } => commands::models_fetch(&store, &id),
+                ModelsCommand::Verify { id } => commands::models_verify(&store, &id),
+            }
+        }
         Command::Bench { what } => bench::run(what, progress),
     }
 }
 
-fn run(args: &ManifestArgs, out: &Path, progress: &Progress) -> anyhow::Result<ExitCode> {
+fn run(
+    args: &ManifestArgs,
+    out: &Path,
+    sources: &Sources,
+    progress: &Progress,
+) -> anyhow::Result<ExitCode> {
     let manifest = args.load()?;
-    let settings = Settings {
-        out_dir: out.to_path_buf(),
-        cache_dir: args.cache_dir(),
-    };
+    let settings = sources.settings(out, args.cache_dir());
     let summary = experiment::run(&manifest, &settings, progress)?;
     progress.info(&format!("wrote {}", summary.written.markdown.display()));
     progress.info(&format!("wrote {}", summary.written.html.display()));
@@ -170,9 +277,12 @@ fn run(args: &ManifestArgs, out: &Path, progress: &Progress) -> anyhow::Result<E
     })
 }
 
-fn plan(args: &ManifestArgs) -> anyhow::Result<ExitCode> {
+fn plan(args: &ManifestArgs, sources: &Sources) -> anyhow::Result<ExitCode> {
     let manifest = args.load()?;
-    let plan = embedlab::plan::Plan::build(&manifest)?;
+    let env = sources
+        .settings(Path::new("."), args.cache_dir())
+        .environment(false)?;
+    let plan = embedlab::plan::Plan::build(&manifest, &env)?;
     let store = embedlab::cache::Store::open(&args.cache_dir())?;
     print!("{}", plan.describe(&manifest, &store));
     Ok(ExitCode::SUCCESS)
@@ -180,12 +290,16 @@ fn plan(args: &ManifestArgs) -> anyhow::Result<ExitCode> {
 
 fn captions(
     args: &ManifestArgs,
+    sources: &Sources,
     source: CaptionSource,
     seed: Option<u64>,
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let manifest = args.load()?;
-    let plan = embedlab::plan::Plan::build(&manifest)?;
+    let env = sources
+        .settings(Path::new("."), args.cache_dir())
+        .environment(false)?;
+    let plan = embedlab::plan::Plan::build(&manifest, &env)?;
     let store = embedlab::cache::Store::open(&args.cache_dir())?;
     let progress = Progress::new(Verbosity::Quiet);
     let dataset = embedlab::plan::Executor::new(&manifest, &plan, &store, &progress).dataset()?;

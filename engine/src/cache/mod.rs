@@ -60,36 +60,66 @@ impl Store {
     }
 
     pub fn get(&self, stage: &str, key: &Digest) -> Result<Lookup, CacheError> {
-        let path = self.entry_path(stage, key);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lookup::Miss),
-            Err(source) => return Err(io(&path, source)),
-        };
-        Ok(match verified_payload(bytes) {
-            Some(payload) => Lookup::Hit(payload),
-            None => Lookup::Corrupt(path),
-        })
+        read_entry(&self.entry_path(stage, key))
     }
 
     /// Stores `payload` atomically (temp file + fsync + rename).
     pub fn put(&self, stage: &str, key: &Digest, payload: &[u8]) -> Result<(), CacheError> {
-        let path = self.entry_path(stage, key);
-        let dir = path.parent().expect("entry has a stage folder");
-        std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
-        let mut tmp = tempfile_in(dir)?;
-        let checksum = blake3::hash(payload);
-        let written = tmp
-            .file
-            .write_all(payload)
-            .and_then(|_| tmp.file.write_all(checksum.as_bytes()))
-            .and_then(|_| tmp.file.write_all(MAGIC))
-            .and_then(|_| tmp.file.sync_all());
-        written.map_err(|source| io(&tmp.path, source))?;
-        std::fs::rename(&tmp.path, &path).map_err(|source| io(&path, source))?;
-        tmp.keep = true;
-        Ok(())
+        write_entry(&self.entry_path(stage, key), payload)
     }
+
+    /// Piece `index` of a large output written in pieces, so an interrupted computation keeps the
+    /// pieces it finished: `<root>/<stage>/<key>.chunks/<index>`. The entry at `key` itself is
+    /// written last and marks the output complete.
+    pub fn chunk_path(&self, stage: &str, key: &Digest, index: usize) -> PathBuf {
+        self.root
+            .join(stage)
+            .join(format!("{}.chunks", key.hex()))
+            .join(format!("{index:06}"))
+    }
+
+    pub fn get_chunk(&self, stage: &str, key: &Digest, index: usize) -> Result<Lookup, CacheError> {
+        read_entry(&self.chunk_path(stage, key, index))
+    }
+
+    pub fn put_chunk(
+        &self,
+        stage: &str,
+        key: &Digest,
+        index: usize,
+        payload: &[u8],
+    ) -> Result<(), CacheError> {
+        write_entry(&self.chunk_path(stage, key, index), payload)
+    }
+}
+
+fn read_entry(path: &Path) -> Result<Lookup, CacheError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lookup::Miss),
+        Err(source) => return Err(io(path, source)),
+    };
+    Ok(match verified_payload(bytes) {
+        Some(payload) => Lookup::Hit(payload),
+        None => Lookup::Corrupt(path.to_path_buf()),
+    })
+}
+
+fn write_entry(path: &Path, payload: &[u8]) -> Result<(), CacheError> {
+    let dir = path.parent().expect("entry has a stage folder");
+    std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
+    let mut tmp = tempfile_in(dir)?;
+    let checksum = blake3::hash(payload);
+    let written = tmp
+        .file
+        .write_all(payload)
+        .and_then(|_| tmp.file.write_all(checksum.as_bytes()))
+        .and_then(|_| tmp.file.write_all(MAGIC))
+        .and_then(|_| tmp.file.sync_all());
+    written.map_err(|source| io(&tmp.path, source))?;
+    std::fs::rename(&tmp.path, path).map_err(|source| io(path, source))?;
+    tmp.keep = true;
+    Ok(())
 }
 
 fn verified_payload(mut bytes: Vec<u8>) -> Option<Vec<u8>> {
@@ -158,6 +188,24 @@ mod tests {
         assert!(matches!(store.get("knn", &key("a")).unwrap(), Lookup::Hit(p) if p == b"payload"));
         let leftovers = std::fs::read_dir(dir.path().join("knn")).unwrap().count();
         assert_eq!(leftovers, 1, "no temporary files remain");
+    }
+
+    #[test]
+    fn chunks_live_beside_their_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(matches!(
+            store.get_chunk("embed", &key("e"), 3).unwrap(),
+            Lookup::Miss
+        ));
+        store.put_chunk("embed", &key("e"), 3, b"rows").unwrap();
+        assert!(
+            matches!(store.get_chunk("embed", &key("e"), 3).unwrap(), Lookup::Hit(p) if p == b"rows")
+        );
+        assert!(
+            !store.contains("embed", &key("e")),
+            "chunks alone do not complete an entry"
+        );
     }
 
     #[test]

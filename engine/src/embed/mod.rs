@@ -4,6 +4,7 @@
 //! Whatever their source, the output is a [`Vectors`] matrix whose row `i` belongs to dataset
 //! sample `i`.
 
+pub mod encode;
 mod error;
 pub mod fusion;
 pub mod npy;

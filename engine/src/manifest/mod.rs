@@ -65,9 +65,13 @@ impl Manifest {
         self.dataset.seed.unwrap_or(self.experiment.seed)
     }
 
-    /// Seed of a run's `random` captions.
-    pub fn caption_seed(&self, run: &Run) -> u64 {
-        run.caption_seed.unwrap_or(self.experiment.seed)
+    /// The caption source and seed of a caption part: the part's, else the run's, else `concat`.
+    pub fn caption_source(&self, run: &Run, part: &Part) -> (CaptionSource, u64) {
+        let source = part
+            .captions
+            .or(run.captions)
+            .unwrap_or(CaptionSource::Concat);
+        (source, run.caption_seed.unwrap_or(self.experiment.seed))
     }
 }
 

@@ -121,7 +121,8 @@ fn yes() -> bool {
     true
 }
 
-/// An encoder declared once and referenced by runs; extra keys go to its plugin.
+/// An encoder declared once and referenced by runs; every other key (`batch_size`, ...) is an
+/// option for its plugin.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Encoder {
     pub plugin: String,
@@ -141,10 +142,14 @@ pub enum CaptionSource {
     First,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+/// What an encoder part embeds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Modality {
-    Text,
+    /// The sample's caption text, from the part's (or run's) caption source.
+    #[default]
+    #[serde(alias = "text")]
+    Captions,
     Image,
 }
 
@@ -152,7 +157,7 @@ pub enum Modality {
 #[serde(deny_unknown_fields)]
 pub struct Run {
     pub name: String,
-    /// Caption source for text parts.
+    /// Caption source for the run's caption parts (a part's own `captions` wins).
     pub captions: Option<CaptionSource>,
     /// Seed of `random` captions; defaults to `experiment.seed`.
     pub caption_seed: Option<u64>,
@@ -174,8 +179,10 @@ pub struct Part {
     pub ids: Option<PathBuf>,
     /// Name of an `[encoders.NAME]` table.
     pub encoder: Option<String>,
-    /// What the encoder embeds.
+    /// What the encoder embeds (default: captions).
     pub input: Option<Modality>,
+    /// Caption source of this part; defaults to the run's `captions`, then `concat`.
+    pub captions: Option<CaptionSource>,
     #[serde(default = "one")]
     pub weight: f64,
 }

@@ -13,14 +13,16 @@ use serde::de::DeserializeOwned;
 use super::codec::{KnnRecord, decode_knn, encode_knn};
 use super::{DATASET, KNN, METRICS, Plan, RunPlan, StageKind};
 use crate::cache::{Lookup, Store};
+use crate::captions;
 use crate::dataset::{self, Dataset, SampleId};
 use crate::digest::Digest;
 use crate::embed::fusion::{FusionPart, fuse};
-use crate::embed::precomputed;
 use crate::embed::{EmbedError, Vectors};
+use crate::embed::{encode, precomputed};
 use crate::error::Error;
-use crate::manifest::Manifest;
+use crate::manifest::{CaptionSource, Manifest, Modality};
 use crate::metrics::{self, Evaluation};
+use crate::plugin::EncoderHandle;
 use crate::progress::Progress;
 use crate::retrieval::{self, Neighbours};
 
@@ -41,6 +43,8 @@ pub struct RunOutput {
     pub neighbours: Arc<Neighbours>,
     pub evaluation: Arc<Evaluation>,
     pub timing: Timing,
+    /// Each part's dimension, in part order.
+    pub part_dims: Vec<usize>,
     /// Stage outputs reused (from the cache or earlier in this invocation).
     pub hits: usize,
     /// Stage outputs computed.
@@ -58,6 +62,12 @@ pub struct Executor<'a> {
     vectors: HashMap<usize, Arc<Vectors>>,
     knn: HashMap<usize, Arc<KnnRecord>>,
     metrics: HashMap<usize, (Arc<Evaluation>, f64)>,
+    /// Encoders created so far, by manifest name.
+    encoders: HashMap<String, EncoderHandle>,
+    /// Seconds each encoder part spent encoding when its output was computed.
+    encode_s: HashMap<usize, f64>,
+    /// Seconds spent encoding in this invocation (to keep it out of fusion's time).
+    encoding_spent_s: f64,
 }
 
 #[derive(Default)]
@@ -93,6 +103,9 @@ impl<'a> Executor<'a> {
             vectors: HashMap::new(),
             knn: HashMap::new(),
             metrics: HashMap::new(),
+            encoders: HashMap::new(),
+            encode_s: HashMap::new(),
+            encoding_spent_s: 0.0,
         }
     }
 
@@ -112,7 +125,7 @@ impl<'a> Executor<'a> {
         let knn = self.knn(run, &dataset, &mut tally)?;
         let (evaluation, metrics_s) = self.evaluation(run, &dataset, &knn, &mut tally)?;
         let timing = Timing {
-            embed_s: knn.embed_s,
+            embed_s: knn.embed_s + self.encoding_seconds(run)?,
             knn_s: knn.knn_s,
             metrics_s,
             wall_s: started.elapsed().as_secs_f64(),
@@ -121,6 +134,7 @@ impl<'a> Executor<'a> {
             neighbours: Arc::new(knn.neighbours.clone()),
             evaluation,
             timing,
+            part_dims: self.part_dims(run)?,
             hits: tally.hits,
             misses: tally.misses,
         })
@@ -188,8 +202,10 @@ impl<'a> Executor<'a> {
             None => {
                 tally.count(false);
                 let started = Instant::now();
-                let vectors = self.fused(run.fuse, ds)?;
-                let embed_s = started.elapsed().as_secs_f64();
+                let encoding_before = self.encoding_spent_s;
+                let vectors = self.fused(run.fuse, ds, tally)?;
+                let encoding = self.encoding_spent_s - encoding_before;
+                let embed_s = started.elapsed().as_secs_f64() - encoding;
                 let started = Instant::now();
                 let neighbours = self.search(&vectors, &run.name)?;
                 let record = KnnRecord {
@@ -254,8 +270,42 @@ impl<'a> Executor<'a> {
         Ok(found)
     }
 
+    /// Each part's dimension, from headers and cache records (no vectors are loaded for this).
+    fn part_dims(&self, run: &RunPlan) -> Result<Vec<usize>, Error> {
+        let dim = |part: usize| -> Result<usize, Error> {
+            let stage = &self.plan.stages[part];
+            Ok(match &stage.kind {
+                StageKind::Precomputed { npy, .. } => crate::embed::npy::read_shape(npy)?.1,
+                _ => encode::load_meta(self.store, &stage.key)?.map_or(0, |m| m.dim),
+            })
+        };
+        run.parts.iter().map(|&p| dim(p)).collect()
+    }
+
+    /// What a run's encoder parts cost when they were computed (read from their cache entries
+    /// when this invocation did not compute them).
+    fn encoding_seconds(&mut self, run: &RunPlan) -> Result<f64, Error> {
+        let mut total = 0.0;
+        for &part in &run.parts {
+            if !matches!(self.plan.stages[part].kind, StageKind::Encode { .. }) {
+                continue;
+            }
+            if !self.encode_s.contains_key(&part) {
+                let meta = encode::load_meta(self.store, &self.plan.stages[part].key)?;
+                self.encode_s.insert(part, meta.map_or(0.0, |m| m.encode_s));
+            }
+            total += self.encode_s[&part];
+        }
+        Ok(total)
+    }
+
     /// The fused vectors of a `fuse` stage, building its parts as needed.
-    fn fused(&mut self, index: usize, ds: &Dataset) -> Result<Arc<Vectors>, Error> {
+    fn fused(
+        &mut self,
+        index: usize,
+        ds: &Dataset,
+        tally: &mut Tally,
+    ) -> Result<Arc<Vectors>, Error> {
         if let Some(v) = self.vectors.get(&index) {
             return Ok(v.clone());
         }
@@ -270,7 +320,7 @@ impl<'a> Executor<'a> {
         let parts = stage
             .deps
             .iter()
-            .map(|&p| self.part(p, ds))
+            .map(|&p| self.part(p, ds, tally))
             .collect::<Result<Vec<_>, _>>()?;
         let inputs: Vec<FusionPart> = parts
             .iter()
@@ -286,7 +336,12 @@ impl<'a> Executor<'a> {
         Ok(fused)
     }
 
-    fn part(&mut self, index: usize, ds: &Dataset) -> Result<Arc<Vectors>, Error> {
+    fn part(
+        &mut self,
+        index: usize,
+        ds: &Dataset,
+        tally: &mut Tally,
+    ) -> Result<Arc<Vectors>, Error> {
         if let Some(v) = self.vectors.get(&index) {
             return Ok(v.clone());
         }
@@ -295,17 +350,75 @@ impl<'a> Executor<'a> {
                 self.progress.detail(&format!("loading {}", npy.display()));
                 precomputed::load(npy, ids, &sample_ids(ds))?
             }
-            StageKind::Encode { encoder, .. } => {
-                return Err(Error::Unsupported(format!(
-                    "part `{encoder}`: this build has no encoder plugins yet; compute the vectors \
-                     elsewhere and use a `precomputed` part"
-                )));
+            StageKind::Encode {
+                encoder,
+                input,
+                captions,
+            } => {
+                let (encoder, input, captions) = (encoder.clone(), *input, *captions);
+                self.encoded(index, &encoder, input, captions, ds, tally)?
             }
             other => unreachable!("part() is called with vector stages only, not {other:?}"),
         };
         let vectors = Arc::new(vectors);
         self.vectors.insert(index, vectors.clone());
         Ok(vectors)
+    }
+
+    /// An encoder part's vectors: from the cache, or encoded now (resuming stored chunks).
+    fn encoded(
+        &mut self,
+        index: usize,
+        encoder: &str,
+        input: Modality,
+        captions: Option<(CaptionSource, u64)>,
+        ds: &Dataset,
+        tally: &mut Tally,
+    ) -> Result<Vectors, Error> {
+        let key = self.plan.stages[index].key;
+        if let Some(found) = encode::load(self.store, &key)? {
+            tally.count(true);
+            self.encode_s.insert(index, found.meta.encode_s);
+            return Ok(found.vectors);
+        }
+        tally.count(false);
+        let Some((source, seed)) = captions.filter(|_| input == Modality::Captions) else {
+            return Err(Error::Unsupported(format!(
+                "encoder \"{encoder}\": image inputs need the image pipeline, which this build does not have yet"
+            )));
+        };
+        let texts = captions::texts(&ds.samples, source, seed)?;
+        let (store, progress) = (self.store, self.progress);
+        let handle = self.encoder(encoder)?;
+        let bar = progress.bar(texts.len() as u64, "encode");
+        bar.set_message(format!("{encoder} {}", captions::name(source)));
+        let encoded =
+            encode::encode_texts(store, &key, handle, &texts, &|rows| bar.inc(rows as u64))?;
+        bar.finish_and_clear();
+        if encoded.reused_chunks > 0 {
+            self.progress.info(&format!(
+                "{encoder}: resumed, {} of {} chunks were already encoded",
+                encoded.reused_chunks, encoded.meta.chunks
+            ));
+        }
+        self.encoding_spent_s += encoded.meta.encode_s;
+        self.encode_s.insert(index, encoded.meta.encode_s);
+        Ok(encoded.vectors)
+    }
+
+    /// The encoder named in the manifest, created on first use.
+    fn encoder(&mut self, name: &str) -> Result<&mut EncoderHandle, Error> {
+        if !self.encoders.contains_key(name) {
+            let setup = self.plan.encoders.get(name)?;
+            self.progress.info(&format!(
+                "loading {} ({} plugin)",
+                setup.model.id,
+                setup.plugin.name()
+            ));
+            let handle = setup.create()?;
+            self.encoders.insert(name.to_string(), handle);
+        }
+        Ok(self.encoders.get_mut(name).expect("just inserted"))
     }
 
     /// A JSON stage output from the cache; a corrupt or unreadable entry is reported and missed.

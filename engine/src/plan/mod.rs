@@ -15,7 +15,7 @@
 mod codec;
 mod execute;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -25,10 +25,13 @@ use crate::cache::Store;
 use crate::captions;
 use crate::dataset::{LoadOptions, Source};
 use crate::digest::{Digest, Hasher};
+use crate::embed::encode;
 use crate::embed::precomputed::ids_path_for;
 use crate::error::Error;
-use crate::manifest::schema::{Part, Run};
+use crate::manifest::schema::{Encoder, Part, Run};
 use crate::manifest::{CaptionSource, DatasetFormat, Manifest, Modality};
+use crate::models::{ModelStore, ResolvedModel};
+use crate::plugin::{EncoderHandle, Plugin, SearchPath};
 
 /// Cache folders of the stored stages.
 pub const DATASET: &str = "dataset";
@@ -107,14 +110,18 @@ pub struct Plan {
     pub dataset: DatasetStage,
     pub stages: Vec<Stage>,
     pub runs: Vec<RunPlan>,
+    /// The manifest's encoders, loaded and resolved.
+    pub encoders: EncoderSetups,
     /// Runs that cannot be planned (an input file is missing or unreadable), with the reason.
     pub broken: Vec<(String, Error)>,
 }
 
 impl Plan {
-    /// Derives every stage and key from the manifest, reading only input files' contents.
-    pub fn build(manifest: &Manifest) -> Result<Plan, Error> {
+    /// Derives every stage and key from the manifest, reading only input files' contents (and,
+    /// for encoders, loading their plugins and resolving their models).
+    pub fn build(manifest: &Manifest, env: &Environment) -> Result<Plan, Error> {
         let dataset = dataset_stage(manifest)?;
+        let encoders = EncoderSetups::prepare(manifest, env);
         let mut builder = Builder {
             stages: Vec::new(),
             index: HashMap::new(),
@@ -122,7 +129,7 @@ impl Plan {
         let mut runs = Vec::new();
         let mut broken = Vec::new();
         for run in &manifest.runs {
-            match builder.run(manifest, &dataset, run) {
+            match builder.run(manifest, &dataset, run, &encoders) {
                 Ok(run_plan) => runs.push(run_plan),
                 Err(e) => broken.push((run.name.clone(), e)),
             }
@@ -131,6 +138,7 @@ impl Plan {
             dataset,
             stages: builder.stages,
             runs,
+            encoders,
             broken,
         })
     }
@@ -340,11 +348,17 @@ impl Builder {
         })
     }
 
-    fn run(&mut self, m: &Manifest, ds: &DatasetStage, run: &Run) -> Result<RunPlan, Error> {
+    fn run(
+        &mut self,
+        m: &Manifest,
+        ds: &DatasetStage,
+        run: &Run,
+        encoders: &EncoderSetups,
+    ) -> Result<RunPlan, Error> {
         let mut parts = Vec::new();
         let mut part_labels = Vec::new();
         for part in &run.parts {
-            let (key, kind) = part_stage(m, ds, run, part)?;
+            let (key, kind) = part_stage(m, ds, run, part, encoders)?;
             let index = self.add(key, kind, Vec::new());
             part_labels.push(weighted(&part_label(&self.stages[index].kind), part.weight));
             parts.push(index);
@@ -404,6 +418,7 @@ fn part_stage(
     ds: &DatasetStage,
     run: &Run,
     part: &Part,
+    encoders: &EncoderSetups,
 ) -> Result<(Digest, StageKind), Error> {
     if let Some(npy) = &part.precomputed {
         let ids = part.ids.clone().unwrap_or_else(|| ids_path_for(npy));
@@ -426,18 +441,18 @@ fn part_stage(
         .encoder
         .clone()
         .expect("validated: a part has precomputed or encoder");
-    let encoder = &m.encoders[&name];
-    let input = part.input.unwrap_or(Modality::Text);
-    let captions = (input == Modality::Text).then(|| {
-        (
-            run.captions.unwrap_or(CaptionSource::Concat),
-            m.caption_seed(run),
-        )
-    });
+    let setup = encoders.get(&name)?;
+    let input = part.input.unwrap_or_default();
+    let captions = (input == Modality::Captions).then(|| m.caption_source(run, part));
     let mut h = Hasher::new("encode-v1");
-    h.digest(&ds.key).str(&encoder.plugin).str(&encoder.model);
-    h.str(&serde_json::to_string(&encoder.options).unwrap_or_default());
-    h.str(&format!("{input:?}{captions:?}"));
+    h.digest(&ds.key)
+        .str(setup.plugin.name())
+        .str(setup.plugin.version());
+    h.str(&setup.model.id)
+        .str(&setup.model.weights_digest)
+        .str(&setup.options.to_string());
+    h.str(&format!("{input:?}{captions:?}"))
+        .u64(encode::CHUNK_ROWS as u64);
     Ok((
         h.finish(),
         StageKind::Encode {
@@ -448,97 +463,75 @@ fn part_stage(
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::embed::{Vectors, npy};
-    use crate::manifest::{Overrides, load};
+/// Where plugins and models come from while planning.
+pub struct Environment {
+    pub plugins: SearchPath,
+    pub models: ModelStore,
+    /// Fetch models that are not in the store (`run`); `plan` only looks.
+    pub fetch: bool,
+}
 
-    /// A folder with a 4-sample JSONL dataset, vectors `a.npy` and a byte-identical copy `b.npy`.
-    fn folder(runs: &str) -> (tempfile::TempDir, Manifest) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        let jsonl: String = (0..4)
-            .map(|i| format!("{{\"id\": \"s{i}\", \"labels\": [\"l{}\"]}}\n", i % 2))
-            .collect();
-        std::fs::write(p.join("d.jsonl"), jsonl).unwrap();
-        let v = Vectors {
-            n: 4,
-            dim: 2,
-            data: vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, -1.0],
-        };
-        for name in ["a", "b"] {
-            npy::write_f32(&p.join(format!("{name}.npy")), &v).unwrap();
-            std::fs::write(p.join(format!("{name}.ids.txt")), "s0\ns1\ns2\ns3\n").unwrap();
+/// A manifest encoder made concrete: its loaded plugin, its verified model files, its options.
+#[derive(Debug)]
+pub struct EncoderSetup {
+    pub plugin: Plugin,
+    pub model: ResolvedModel,
+    pub options: serde_json::Value,
+}
+
+impl EncoderSetup {
+    /// A new encoder from the plugin, given `{"model", "model_dir", "options"}`.
+    pub fn create(&self) -> Result<EncoderHandle, Error> {
+        let config = serde_json::json!({
+            "model": self.model.id,
+            "model_dir": self.model.dir,
+            "options": self.options,
+        });
+        Ok(self.plugin.create(&config)?)
+    }
+}
+
+/// Every manifest encoder, set up once; a failure is kept (as its message) and fails only the runs
+/// that use that encoder.
+#[derive(Debug, Default)]
+pub struct EncoderSetups(BTreeMap<String, Result<EncoderSetup, String>>);
+
+impl EncoderSetups {
+    fn prepare(m: &Manifest, env: &Environment) -> EncoderSetups {
+        let setups = m
+            .encoders
+            .iter()
+            .map(|(name, e)| (name.clone(), setup(e, env).map_err(|e| e.to_string())));
+        EncoderSetups(setups.collect())
+    }
+
+    pub fn get(&self, name: &str) -> Result<&EncoderSetup, Error> {
+        match &self.0[name] {
+            Ok(setup) => Ok(setup),
+            Err(message) => Err(Error::Encoder {
+                name: name.to_string(),
+                message: message.clone(),
+            }),
         }
-        let text = format!(
-            "[experiment]\nname = \"t\"\n[dataset]\nformat = \"jsonl\"\npath = \"d.jsonl\"\n[retrieval]\nk = 2\n{runs}"
-        );
-        std::fs::write(p.join("m.toml"), text).unwrap();
-        let manifest = load(&p.join("m.toml"), &Overrides::default()).unwrap();
-        (dir, manifest)
     }
+}
 
-    fn run(name: &str, parts: &str) -> String {
-        format!("[[runs]]\nname = \"{name}\"\nparts = [{parts}]\n")
-    }
-
-    #[test]
-    fn runs_with_the_same_inputs_share_every_stage() {
-        // b.npy has a.npy's content: keys follow content, not names.
-        let runs =
-            run("x", "{ precomputed = \"a.npy\" }") + &run("y", "{ precomputed = \"b.npy\" }");
-        let (_dir, m) = folder(&runs);
-        let plan = Plan::build(&m).unwrap();
-        let (x, y) = (&plan.runs[0], &plan.runs[1]);
-        assert_eq!(
-            (x.parts[0], x.fuse, x.knn, x.metrics),
-            (y.parts[0], y.fuse, y.knn, y.metrics)
-        );
-        assert_eq!(plan.stages.len(), 4);
-    }
-
-    #[test]
-    fn a_different_weight_shares_the_parts_only() {
-        let runs = run(
-            "x",
-            "{ precomputed = \"a.npy\" }, { precomputed = \"b.npy\" }",
-        ) + &run(
-            "y",
-            "{ precomputed = \"a.npy\" }, { precomputed = \"b.npy\", weight = 2.0 }",
-        );
-        let (_dir, m) = folder(&runs);
-        let plan = Plan::build(&m).unwrap();
-        let (x, y) = (&plan.runs[0], &plan.runs[1]);
-        assert_eq!(x.parts, y.parts);
-        assert_ne!(x.fuse, y.fuse);
-        assert_ne!(plan.stages[x.knn].key, plan.stages[y.knn].key);
-    }
-
-    #[test]
-    fn editing_an_input_changes_downstream_keys() {
-        let (dir, m) = folder(&run("x", "{ precomputed = \"a.npy\" }"));
-        let before = Plan::build(&m).unwrap();
-        let v = Vectors {
-            n: 4,
-            dim: 2,
-            data: vec![1.0, 0.5, 0.0, 1.0, 1.0, 1.0, 1.0, -1.0],
-        };
-        npy::write_f32(&dir.path().join("a.npy"), &v).unwrap();
-        let after = Plan::build(&m).unwrap();
-        assert_eq!(before.dataset.key, after.dataset.key);
-        let key = |p: &Plan| p.stages[p.runs[0].metrics].key;
-        assert_ne!(key(&before), key(&after));
-    }
-
-    #[test]
-    fn a_run_with_a_missing_file_is_set_aside() {
-        let runs = run("ok", "{ precomputed = \"a.npy\" }")
-            + &run("ghost", "{ precomputed = \"nope.npy\" }");
-        let (_dir, m) = folder(&runs);
-        let plan = Plan::build(&m).unwrap();
-        assert_eq!(plan.runs.len(), 1);
-        assert_eq!(plan.broken[0].0, "ghost");
-        assert!(plan.broken[0].1.to_string().contains("nope.npy"));
-    }
+fn setup(encoder: &Encoder, env: &Environment) -> Result<EncoderSetup, Error> {
+    let plugin = crate::plugin::find(&encoder.plugin, &env.plugins)?;
+    let model = if env.fetch {
+        env.models.resolve(&encoder.model)?
+    } else {
+        env.models.installed(&encoder.model)?.ok_or_else(|| {
+            Error::Unsupported(format!(
+                "model {} is not in the store yet (`embedlab models fetch {}`, or `embedlab run` fetches it)",
+                encoder.model, encoder.model
+            ))
+        })?
+    };
+    let options = serde_json::to_value(&encoder.options).expect("TOML values convert to JSON");
+    Ok(EncoderSetup {
+        plugin,
+        model,
+        options,
+    })
 }

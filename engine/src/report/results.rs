@@ -35,13 +35,19 @@ pub struct RunResult {
     pub per_query: Option<PathBuf>,
 }
 
-/// One part's vectors. Precomputed parts report `plugin = "precomputed"`, the file as `model` and
-/// the file's content digest.
+/// One part's vectors: the plugin, model id and weights digest (`sha256:...`) of an encoder part;
+/// for a precomputed part `plugin = "precomputed"`, the file as `model` and its content digest.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EncoderInfo {
     pub plugin: String,
     pub model: String,
-    pub digest: Digest,
+    pub digest: String,
+    /// Plugin version, for encoder parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_version: Option<String>,
+    /// The caption source (`concat`, `random@seed`, ...) of a caption part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captions: Option<String>,
     pub dim: usize,
     pub weight: f64,
 }

@@ -9,7 +9,7 @@ scene words shared across label sets. Two classic text encoders embed the concat
 - trigrams.npy: character trigrams, feature-hashed into 256 dims.
 
 Everything is seeded, so the files are byte-for-byte reproducible:
-    python3 experiments/quickstart/make_data.py
+    python3 experiments/synthetic/make_data.py
 """
 
 import hashlib
