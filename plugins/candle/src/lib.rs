@@ -1,1 +1,38 @@
-//! placeholder
+//! `embedlab-candle`: sentence-transformer text encoders on the CPU with
+//! [candle](https://github.com/huggingface/candle), packaged as an embedlab plugin.
+//!
+//! The central type is [`SentenceTransformer`]: it loads a sentence-transformers model folder
+//! (`modules.json`, `config.json`, `tokenizer.json`, `model.safetensors`, `1_Pooling/`) and turns
+//! texts into fixed-size vectors exactly as the Python library does (same truncation, pooling and
+//! normalisation), batching texts by length and padding each batch only to its longest text.
+//!
+//! ```no_run
+//! use embedlab_candle::{Options, SentenceTransformer};
+//!
+//! let model = SentenceTransformer::load("models/all-MiniLM-L6-v2".as_ref(), &Options::default())?;
+//! let vectors = model.encode(&["A cat on a sofa.", "Two dogs play in the snow."])?;
+//! assert_eq!(vectors.len(), 2 * model.dim());
+//! # Ok::<(), embedlab_candle::Error>(())
+//! ```
+//!
+//! Models: BERT-family checkpoints (`model_type: "bert"`, e.g. all-MiniLM-L6-v2) through
+//! `candle_transformers::models::bert`, and MPNet (`model_type: "mpnet"`, e.g. all-mpnet-base-v2)
+//! through [`mpnet`], a port of transformers' `modeling_mpnet.py`. Pooling: cls, max, mean and
+//! mean-sqrt-len, concatenated as sentence-transformers does; an optional Normalize module.
+//!
+//! Threading: candle's matrix products use all cores (rayon), so batches run one after another.
+//!
+//! The library is also the embedlab plugin `candle` (`libembedlab_candle.so`, see [`Candle`]).
+
+#![deny(unsafe_code)]
+
+mod error;
+pub mod mpnet;
+mod plugin;
+mod sentence;
+
+pub use error::Error;
+pub use plugin::{Candle, CandleEncoder};
+pub use sentence::{Options, Pooling, PoolingConfig, SentenceTransformer, normalize};
+
+embedlab_plugin::export_plugin!(Candle);

@@ -2,11 +2,14 @@
 //! `make_reference.py`) carries 24 COCO texts and the vectors `SentenceTransformer.encode` gave
 //! for them with both models. Every text must reach cosine ≥ 0.9999 against its reference.
 //!
-//! Needs the real weights: `EMBEDLAB_TEST_MODELS` names a folder holding `all-MiniLM-L6-v2/` and
-//! `all-mpnet-base-v2/`; otherwise the test prints "skipped: ..." and passes.
+//! Needs the real weights under `EMBEDLAB_TEST_MODELS` (see `common::model_dir`); otherwise the
+//! test prints "skipped: ..." and passes.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::{cosine, model_dir};
 use embedlab_candle::{Options, SentenceTransformer};
 use serde::Deserialize;
 
@@ -33,34 +36,12 @@ fn fixture() -> Fixture {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// `sentence-transformers/all-MiniLM-L6-v2` -> `$EMBEDLAB_TEST_MODELS/all-MiniLM-L6-v2`, or `None`
-/// (after saying why) when the test should be skipped.
-fn model_dir(model_id: &str) -> Option<PathBuf> {
-    let Some(root) = std::env::var_os("EMBEDLAB_TEST_MODELS") else {
-        println!("skipped: EMBEDLAB_TEST_MODELS is not set");
-        return None;
-    };
-    let name = model_id.rsplit('/').next().unwrap();
-    let dir = PathBuf::from(root).join(name);
-    if !dir.join("model.safetensors").is_file() {
-        println!("skipped: {} has no model.safetensors", dir.display());
-        return None;
-    }
-    Some(dir)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
-    let ab: f64 = dot(a, b);
-    ab / (dot(a, a).sqrt() * dot(b, b).sqrt())
-}
-
 fn check(model_id: &str, expected_dim: usize) {
     let fixture = fixture();
     let reference = &fixture.models[model_id];
     assert_eq!(reference.dim, expected_dim);
     assert_eq!(reference.vectors.len(), fixture.texts.len());
-    let Some(dir) = model_dir(model_id) else {
+    let Some(dir) = model_dir(model_id.rsplit('/').next().unwrap()) else {
         return;
     };
 

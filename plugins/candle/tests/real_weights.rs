@@ -1,30 +1,18 @@
 //! Checks against the real all-MiniLM-L6-v2 and all-mpnet-base-v2 checkpoints.
 //!
 //! They run when `EMBEDLAB_TEST_MODELS` names a folder holding `all-MiniLM-L6-v2/` and
-//! `all-mpnet-base-v2/` (sentence-transformers folders); otherwise each test prints "skipped: ..."
-//! and passes. Parity with the Python library lives in `parity.rs`; these are sanity checks that
+//! `all-mpnet-base-v2/` (or the model store's `sentence-transformers--all-MiniLM-L6-v2/` ...);
+//! otherwise each test prints "skipped: ..." and passes. Parity with the Python library lives in `parity.rs`; these are sanity checks that
 //! need no reference numbers.
 
-use std::path::PathBuf;
+mod common;
 
-use embedlab_candle::{Options, SentenceTransformer};
+use common::{cosine, model_dir};
+use embedlab_candle::{Candle, Options, SentenceTransformer};
+use embedlab_plugin::{Encoder, Modality, Plugin};
 
 const MINILM: &str = "all-MiniLM-L6-v2";
 const MPNET: &str = "all-mpnet-base-v2";
-
-/// The model folder, or `None` (after saying why) when the test should be skipped.
-fn model_dir(name: &str) -> Option<PathBuf> {
-    let Some(root) = std::env::var_os("EMBEDLAB_TEST_MODELS") else {
-        println!("skipped: EMBEDLAB_TEST_MODELS is not set");
-        return None;
-    };
-    let dir = PathBuf::from(root).join(name);
-    if !dir.join("model.safetensors").is_file() {
-        println!("skipped: {} has no model.safetensors", dir.display());
-        return None;
-    }
-    Some(dir)
-}
 
 fn load(name: &str, batch_size: usize) -> Option<SentenceTransformer> {
     let dir = model_dir(name)?;
@@ -33,10 +21,6 @@ fn load(name: &str, batch_size: usize) -> Option<SentenceTransformer> {
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())
 }
 
 const TEXTS: [&str; 10] = [
@@ -153,4 +137,59 @@ fn minilm_truncates_at_max_seq_length() {
 #[test]
 fn mpnet_truncates_at_max_seq_length() {
     check_truncation(MPNET, 384);
+}
+
+/// The plugin face: create from the engine's config JSON, describe (dim, parameters, the pinned
+/// sha256 of model.safetensors), encode into the host's buffer.
+fn check_plugin(name: &str, dim: usize, parameters: u64, sha256: &str) {
+    let Some(dir) = model_dir(name) else { return };
+    let config = serde_json::json!({
+        "model": format!("sentence-transformers/{name}"),
+        "model_dir": dir,
+        "options": {"batch_size": 4},
+    });
+    let mut encoder = Candle::create(&config.to_string()).expect("plugin creates the encoder");
+    let description = encoder.describe();
+    assert_eq!(description.modalities, vec![Modality::Text]);
+    assert_eq!(description.dim, dim);
+    assert_eq!(description.parameters, parameters);
+    assert_eq!(description.weights_digest, format!("sha256:{sha256}"));
+
+    let mut out = vec![f32::NAN; TEXTS.len() * dim];
+    encoder.encode_texts(&TEXTS, &mut out).unwrap();
+    let direct = SentenceTransformer::load(&dir, &Options::default())
+        .unwrap()
+        .encode(&TEXTS)
+        .unwrap();
+    for (i, (a, b)) in out
+        .chunks_exact(dim)
+        .zip(direct.chunks_exact(dim))
+        .enumerate()
+    {
+        let cos = cosine(a, b);
+        assert!(
+            cos >= 0.99999,
+            "{name} text {i}: plugin vs library cosine {cos}"
+        );
+    }
+}
+
+#[test]
+fn minilm_plugin_describes_and_encodes() {
+    check_plugin(
+        MINILM,
+        384,
+        22_713_216,
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    );
+}
+
+#[test]
+fn mpnet_plugin_describes_and_encodes() {
+    check_plugin(
+        MPNET,
+        768,
+        109_486_464,
+        "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+    );
 }

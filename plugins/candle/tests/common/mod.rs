@@ -1,0 +1,41 @@
+//! Where the real weights are, for the tests that need them.
+
+use std::path::PathBuf;
+
+/// The folder of `name` (`all-MiniLM-L6-v2`) under `$EMBEDLAB_TEST_MODELS`, either as
+/// `<root>/all-MiniLM-L6-v2` or as the model store spells it,
+/// `<root>/sentence-transformers--all-MiniLM-L6-v2`. `None`, after printing "skipped: ...", when
+/// the variable is unset or neither folder holds a `model.safetensors`.
+pub fn model_dir(name: &str) -> Option<PathBuf> {
+    let Some(root) = std::env::var_os("EMBEDLAB_TEST_MODELS") else {
+        println!("skipped: EMBEDLAB_TEST_MODELS is not set");
+        return None;
+    };
+    let root = PathBuf::from(root);
+    let candidates = [
+        root.join(name),
+        root.join(format!("sentence-transformers--{name}")),
+    ];
+    let found = candidates
+        .iter()
+        .find(|dir| dir.join("model.safetensors").is_file());
+    if found.is_none() {
+        println!(
+            "skipped: no model.safetensors in {} or {}",
+            candidates[0].display(),
+            candidates[1].display()
+        );
+    }
+    found.cloned()
+}
+
+/// Cosine similarity, accumulated in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot = |x: &[f32], y: &[f32]| -> f64 {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| f64::from(*p) * f64::from(*q))
+            .sum()
+    };
+    dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())
+}
