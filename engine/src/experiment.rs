@@ -11,9 +11,7 @@ use crate::captions;
 use crate::dataset::Dataset;
 use crate::error::Error;
 use crate::manifest::{CaptionSource, DatasetFormat, Manifest};
-use crate::models::ModelStore;
 use crate::plan::{Environment, Executor, Plan, RunOutput, RunPlan, StageKind};
-use crate::plugin::SearchPath;
 use crate::progress::Progress;
 use crate::report::results::{
     CacheInfo, DatasetProvenance, EncoderInfo, FailedRun, Fusion, InputFile, Provenance, Results,
@@ -36,11 +34,7 @@ pub struct Settings {
 impl Settings {
     /// The plugins and models of these settings; `fetch` allows downloading models.
     pub fn environment(&self, fetch: bool) -> Result<Environment, Error> {
-        Ok(Environment {
-            plugins: SearchPath::new(&self.plugin_dirs),
-            models: ModelStore::open(self.model_store.as_deref())?,
-            fetch,
-        })
+        Environment::new(&self.plugin_dirs, self.model_store.as_deref(), fetch)
     }
 
     /// The default cache folder: `.embedlab/cache` beside the manifest.

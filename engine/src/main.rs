@@ -9,8 +9,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use embedlab::cache::Store;
 use embedlab::experiment::{self, Settings};
-use embedlab::manifest::{self, CaptionSource, Overrides};
+use embedlab::manifest::{self, CaptionSource, Manifest, Overrides};
+use embedlab::plan::{Environment, Executor, Plan};
 use embedlab::progress::{Progress, Verbosity};
 
 /// Evaluate embedding models for multimodal retrieval from a declarative TOML manifest.
@@ -205,6 +207,14 @@ struct Sources {
 }
 
 impl Sources {
+    fn environment(&self, fetch: bool) -> anyhow::Result<Environment> {
+        Ok(Environment::new(
+            &self.plugin_dirs,
+            self.model_store.as_deref(),
+            fetch,
+        )?)
+    }
+
     fn settings(&self, out: &Path, cache_dir: PathBuf) -> Settings {
         Settings {
             out_dir: out.to_path_buf(),
@@ -238,9 +248,7 @@ fn dispatch(command: Command, sources: &Sources, progress: &Progress) -> anyhow:
                 (None, Some(dir)) => commands::EmbedInput::Images(dir),
                 (None, None) => unreachable!("clap requires --texts or --images"),
             };
-            let env = sources
-                .settings(Path::new("."), PathBuf::new())
-                .environment(true)?;
+            let env = sources.environment(true)?;
             commands::embed(&env, &plugin, &model, &input, &out, batch_size, progress)
         }
         Command::Plugins {
@@ -277,13 +285,17 @@ fn run(
     })
 }
 
-fn plan(args: &ManifestArgs, sources: &Sources) -> anyhow::Result<ExitCode> {
+/// The manifest, its plan (looking for models, never fetching) and its cache, for commands that
+/// run no stage.
+fn planned(args: &ManifestArgs, sources: &Sources) -> anyhow::Result<(Manifest, Plan, Store)> {
     let manifest = args.load()?;
-    let env = sources
-        .settings(Path::new("."), args.cache_dir())
-        .environment(false)?;
-    let plan = embedlab::plan::Plan::build(&manifest, &env)?;
-    let store = embedlab::cache::Store::open(&args.cache_dir())?;
+    let plan = Plan::build(&manifest, &sources.environment(false)?)?;
+    let store = Store::open(&args.cache_dir())?;
+    Ok((manifest, plan, store))
+}
+
+fn plan(args: &ManifestArgs, sources: &Sources) -> anyhow::Result<ExitCode> {
+    let (manifest, plan, store) = planned(args, sources)?;
     print!("{}", plan.describe(&manifest, &store));
     Ok(ExitCode::SUCCESS)
 }
@@ -295,14 +307,9 @@ fn captions(
     seed: Option<u64>,
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let manifest = args.load()?;
-    let env = sources
-        .settings(Path::new("."), args.cache_dir())
-        .environment(false)?;
-    let plan = embedlab::plan::Plan::build(&manifest, &env)?;
-    let store = embedlab::cache::Store::open(&args.cache_dir())?;
+    let (manifest, plan, store) = planned(args, sources)?;
     let progress = Progress::new(Verbosity::Quiet);
-    let dataset = embedlab::plan::Executor::new(&manifest, &plan, &store, &progress).dataset()?;
+    let dataset = Executor::new(&manifest, &plan, &store, &progress).dataset()?;
     let texts = embedlab::captions::texts(
         &dataset.samples,
         source,

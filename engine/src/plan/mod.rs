@@ -471,6 +471,22 @@ pub struct Environment {
     pub fetch: bool,
 }
 
+impl Environment {
+    /// Plugins from `plugin_dirs` (then the default search path), models from `model_store`
+    /// (or the default store); `fetch` allows downloading models.
+    pub fn new(
+        plugin_dirs: &[PathBuf],
+        model_store: Option<&Path>,
+        fetch: bool,
+    ) -> Result<Environment, Error> {
+        Ok(Environment {
+            plugins: SearchPath::new(plugin_dirs),
+            models: ModelStore::open(model_store)?,
+            fetch,
+        })
+    }
+}
+
 /// A manifest encoder made concrete: its loaded plugin, its verified model files, its options.
 #[derive(Debug)]
 pub struct EncoderSetup {
