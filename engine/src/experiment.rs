@@ -82,7 +82,7 @@ pub fn run(
     for run_plan in &plan.runs {
         let outcome = executor
             .run(run_plan)
-            .and_then(|output| finish_run(manifest, &plan, run_plan, &dataset, &output, &dir));
+            .and_then(|output| finish_run(manifest, &plan, run_plan, &output, &dir));
         match outcome {
             Ok(result) => {
                 progress.info(&run_line(&result, manifest.retrieval.k));
@@ -131,10 +131,10 @@ fn finish_run(
     manifest: &Manifest,
     plan: &Plan,
     run: &RunPlan,
-    dataset: &Dataset,
     output: &RunOutput,
     dir: &Path,
 ) -> Result<RunResult, Error> {
+    let dataset = &output.dataset;
     let per_query = if manifest.per_query {
         let relative =
             PathBuf::from("per_query").join(format!("{}.jsonl", report::file_stem(&run.name)));
@@ -185,6 +185,7 @@ fn finish_run(
             misses: output.misses,
         },
         per_query,
+        skipped_images: output.skipped_images.clone(),
     })
 }
 

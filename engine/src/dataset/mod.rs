@@ -220,6 +220,24 @@ pub struct DatasetStats {
 }
 
 impl Dataset {
+    /// The same dataset without the samples in `ids`; its fingerprint says which were left out.
+    pub fn without(&self, ids: &std::collections::BTreeSet<&str>) -> Dataset {
+        let mut hasher = Hasher::new("dataset-without");
+        hasher.digest(&self.fingerprint);
+        ids.iter().for_each(|id| {
+            hasher.str(id);
+        });
+        Dataset {
+            name: self.name.clone(),
+            samples: (self.samples.iter())
+                .filter(|s| !ids.contains(s.id.0.as_str()))
+                .cloned()
+                .collect(),
+            fingerprint: hasher.finish(),
+            stats: self.stats.clone(),
+        }
+    }
+
     /// Each sample's label set as a dense integer id (equal ids ⇔ equal label sets), in row order.
     pub fn label_set_ids(&self) -> Vec<u32> {
         let mut ids: HashMap<&LabelSet, u32> = HashMap::new();

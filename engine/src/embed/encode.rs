@@ -1,17 +1,23 @@
-//! Encoding texts with a plugin encoder, in cached chunks that survive an interrupted run.
+//! Encoding texts or images with a plugin encoder, in cached chunks that survive an interrupted
+//! run.
 //!
 //! Rows are encoded `CHUNK_ROWS` at a time; each chunk is stored as soon as it is done
 //! (`Store::put_chunk`), and the stage's entry — a small [`EncodedMeta`] — is written last. A
 //! rerun after a kill finds the finished chunks and encodes only the rest; a complete entry is
 //! loaded without touching the encoder.
 
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use embedlab_plugin::Image;
 
 use serde::{Deserialize, Serialize};
 
 use super::Vectors;
+use super::images::{Prefetcher, Unreadable};
 use crate::cache::{Lookup, Store};
-use crate::digest::Digest;
+use crate::digest::{Digest, Hasher};
 use crate::error::Error;
 use crate::plugin::EncoderHandle;
 
@@ -30,6 +36,9 @@ pub struct EncodedMeta {
     /// Seconds spent in the encoder by the invocation that completed this entry (chunks it
     /// reused from an interrupted run are not counted).
     pub encode_s: f64,
+    /// Rows whose image could not be used (zeros in the vectors), in row order.
+    #[serde(default)]
+    pub skipped: Vec<SkippedRow>,
 }
 
 /// How an encoding went: vectors, its record, and how many chunks were reused.
@@ -83,45 +92,197 @@ pub fn encode_texts(
     texts: &[String],
     progress: &dyn Fn(usize),
 ) -> Result<Encoded, Error> {
+    let chunks = Chunks::new(store, key, texts.len(), encoder.describe().dim);
+    let encoded = chunks.run(progress, |range| {
+        let batch: Vec<&str> = texts[range].iter().map(String::as_str).collect();
+        Ok((encoder.encode_texts(&batch)?, Vec::new()))
+    })?;
+    Ok(encoded)
+}
+
+/// Images decoded per batch handed to the plugin (and decoded ahead while it encodes).
+pub const IMAGE_BATCH: usize = 32;
+
+/// A row whose image could not be used: its vector is all zeros and the run leaves the sample out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SkippedRow {
+    pub row: usize,
+    pub reason: Unreadable,
+}
+
+/// Encodes the images at `paths` (`None`: the sample has none), decoding the next batch while
+/// the plugin encodes the current one. An unreadable image is skipped and recorded in
+/// [`EncodedMeta::skipped`]; with `strict`, it fails the encoding instead, naming the file.
+pub fn encode_images(
+    store: &Store,
+    key: &Digest,
+    encoder: &mut EncoderHandle,
+    paths: &[Option<PathBuf>],
+    strict: bool,
+    progress: &dyn Fn(usize),
+) -> Result<Encoded, Error> {
     let dim = encoder.describe().dim;
-    let mut data = Vec::with_capacity(texts.len() * dim);
-    let mut encode_s = 0.0;
-    let mut reused_chunks = 0;
-    let chunks: Vec<&[String]> = texts.chunks(CHUNK_ROWS).collect();
-    for (index, rows) in chunks.iter().enumerate() {
-        if let Lookup::Hit(bytes) = store.get_chunk(STAGE, key, index)?
-            && bytes.len() == rows.len() * dim * 4
-        {
-            data.extend(floats(&bytes));
-            reused_chunks += 1;
-            progress(rows.len());
-            continue;
+    let chunks = Chunks::new(store, key, paths.len(), dim);
+    let todo: Vec<Vec<Option<PathBuf>>> = chunks
+        .missing()?
+        .into_iter()
+        .flat_map(|range| {
+            paths[range]
+                .chunks(IMAGE_BATCH)
+                .map(<[_]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut decoded = Prefetcher::start(todo);
+    chunks.run(progress, |range| {
+        let mut data = vec![0.0f32; range.len() * dim];
+        let mut skipped = Vec::new();
+        let start = range.start;
+        for batch_start in range.step_by(IMAGE_BATCH) {
+            let batch = decoded.next().expect("one decoded batch per planned batch");
+            let mut good = Vec::with_capacity(batch.len());
+            for (offset, result) in batch.iter().enumerate() {
+                let row = batch_start + offset;
+                match result {
+                    Ok(image) => good.push((row, image.as_image())),
+                    Err(reason) if strict => {
+                        return Err(Error::Unsupported(format!(
+                            "{}: {reason} (strict = true stops at the first unreadable image)",
+                            describe_path(paths[row].as_deref())
+                        )));
+                    }
+                    Err(reason) => skipped.push(SkippedRow {
+                        row,
+                        reason: reason.clone(),
+                    }),
+                }
+            }
+            let images: Vec<Image<'_>> = good.iter().map(|(_, image)| *image).collect();
+            let vectors = encoder.encode_images(&images)?;
+            for ((row, _), vector) in good.iter().zip(vectors.chunks_exact(dim)) {
+                let at = (row - start) * dim;
+                data[at..at + dim].copy_from_slice(vector);
+            }
         }
-        let started = Instant::now();
-        let batch: Vec<&str> = rows.iter().map(String::as_str).collect();
-        let vectors = encoder.encode_texts(&batch)?;
-        encode_s += started.elapsed().as_secs_f64();
-        let bytes: Vec<u8> = vectors.iter().flat_map(|x| x.to_le_bytes()).collect();
-        store.put_chunk(STAGE, key, index, &bytes)?;
-        data.extend(vectors);
-        progress(rows.len());
-    }
-    let meta = EncodedMeta {
-        n: texts.len(),
-        dim,
-        chunks: chunks.len(),
-        encode_s,
-    };
-    store.put(STAGE, key, &serde_json::to_vec(&meta).expect("serialises"))?;
-    Ok(Encoded {
-        vectors: Vectors {
-            n: texts.len(),
-            dim,
-            data,
-        },
-        meta,
-        reused_chunks,
+        Ok((data, skipped))
     })
+}
+
+fn describe_path(path: Option<&Path>) -> String {
+    path.map_or_else(|| "(no image)".to_string(), |p| p.display().to_string())
+}
+
+/// One chunk's output: its vectors, row-major, and the rows it could not encode.
+type ChunkOutput = (Vec<f32>, Vec<SkippedRow>);
+
+/// The chunked, resumable encoding of `n` rows into one cache entry.
+struct Chunks<'a> {
+    store: &'a Store,
+    key: &'a Digest,
+    n: usize,
+    dim: usize,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(store: &'a Store, key: &'a Digest, n: usize, dim: usize) -> Self {
+        Chunks { store, key, n, dim }
+    }
+
+    fn ranges(&self) -> impl Iterator<Item = Range<usize>> + use<> {
+        let n = self.n;
+        (0..n.div_ceil(CHUNK_ROWS)).map(move |i| i * CHUNK_ROWS..((i + 1) * CHUNK_ROWS).min(n))
+    }
+
+    /// A stored chunk's vectors and skipped rows, if the chunk is complete and intact.
+    fn stored(&self, index: usize, rows: usize) -> Result<Option<ChunkOutput>, Error> {
+        let Lookup::Hit(bytes) = self.store.get_chunk(STAGE, self.key, index)? else {
+            return Ok(None);
+        };
+        if bytes.len() != rows * self.dim * 4 {
+            return Ok(None);
+        }
+        // The skip list is written before the vectors, so a stored vector chunk has one.
+        let skipped = match self.store.get_chunk(STAGE, &skips_key(self.key), index)? {
+            Lookup::Hit(json) => serde_json::from_slice(&json).ok(),
+            _ => None,
+        };
+        Ok(skipped.map(|skipped| (floats(&bytes).collect(), skipped)))
+    }
+
+    /// The row ranges of the chunks still to encode.
+    fn missing(&self) -> Result<Vec<Range<usize>>, Error> {
+        let mut missing = Vec::new();
+        for (index, range) in self.ranges().enumerate() {
+            if self.stored(index, range.len())?.is_none() {
+                missing.push(range);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Encodes every missing chunk with `encode` (vectors for the range, row-major, and the rows
+    /// it skipped), storing each as soon as it is done, then the entry's record.
+    fn run(
+        &self,
+        progress: &dyn Fn(usize),
+        mut encode: impl FnMut(Range<usize>) -> Result<ChunkOutput, Error>,
+    ) -> Result<Encoded, Error> {
+        let mut data = Vec::with_capacity(self.n * self.dim);
+        let mut skipped = Vec::new();
+        let mut encode_s = 0.0;
+        let mut reused_chunks = 0;
+        let mut chunks = 0;
+        for (index, range) in self.ranges().enumerate() {
+            chunks += 1;
+            let rows = range.len();
+            let (vectors, chunk_skipped) = match self.stored(index, rows)? {
+                Some(found) => {
+                    reused_chunks += 1;
+                    found
+                }
+                None => {
+                    let started = Instant::now();
+                    let (vectors, chunk_skipped) = encode(range)?;
+                    encode_s += started.elapsed().as_secs_f64();
+                    let skips = serde_json::to_vec(&chunk_skipped).expect("serialises");
+                    self.store
+                        .put_chunk(STAGE, &skips_key(self.key), index, &skips)?;
+                    let bytes: Vec<u8> = vectors.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    self.store.put_chunk(STAGE, self.key, index, &bytes)?;
+                    (vectors, chunk_skipped)
+                }
+            };
+            data.extend(vectors);
+            skipped.extend(chunk_skipped);
+            progress(rows);
+        }
+        let meta = EncodedMeta {
+            n: self.n,
+            dim: self.dim,
+            chunks,
+            encode_s,
+            skipped,
+        };
+        self.store.put(
+            STAGE,
+            self.key,
+            &serde_json::to_vec(&meta).expect("serialises"),
+        )?;
+        Ok(Encoded {
+            vectors: Vectors {
+                n: self.n,
+                dim: self.dim,
+                data,
+            },
+            meta,
+            reused_chunks,
+        })
+    }
+}
+
+/// Where a chunk's skipped rows are stored, beside its vectors.
+fn skips_key(key: &Digest) -> Digest {
+    Hasher::new("embed-skips").digest(key).finish()
 }
 
 fn floats(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {

@@ -63,6 +63,10 @@ pub struct DatasetTable {
     pub limit: Option<usize>,
     /// Seed of the subsample; defaults to `experiment.seed`.
     pub seed: Option<u64>,
+    /// Fail an image part at the first missing or unreadable image, instead of leaving that
+    /// sample out of the run (and listing it in the report).
+    #[serde(default)]
+    pub strict: bool,
 }
 
 fn default_min_label_set_count() -> usize {
@@ -106,7 +110,7 @@ fn default_query_block() -> usize {
     1024
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     /// Cutoffs to report, each ≤ `retrieval.k`; defaults to `[retrieval.k]`.
@@ -115,6 +119,16 @@ pub struct Metrics {
     /// Write per-query neighbours, scores and hit flags next to results.json.
     #[serde(default = "yes")]
     pub per_query: bool,
+}
+
+impl Default for Metrics {
+    // Written out: a derived default would turn per-query output off when `[metrics]` is absent.
+    fn default() -> Self {
+        Metrics {
+            cutoffs: Vec::new(),
+            per_query: yes(),
+        }
+    }
 }
 
 fn yes() -> bool {

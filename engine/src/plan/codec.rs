@@ -2,11 +2,13 @@
 //!
 //! `dataset` and `metrics` are JSON (small, inspectable); `knn` is binary (`n × k` indices and
 //! scores, little-endian) with the timings of the computation that produced it, so a cached run
-//! still reports how long its work took.
+//! still reports how long its work took, and the samples it left out (as JSON after the numbers),
+//! so a cached run still knows which rows its indices refer to.
 
+use crate::report::results::SkippedImage;
 use crate::retrieval::Neighbours;
 
-const KNN_MAGIC: &[u8; 8] = b"EMBLKNN1";
+const KNN_MAGIC: &[u8; 8] = b"EMBLKNN2";
 
 /// A stored k-NN result and what producing it cost.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,6 +17,8 @@ pub struct KnnRecord {
     /// Seconds spent building the fused vectors (loading or encoding, then fusing).
     pub embed_s: f64,
     pub knn_s: f64,
+    /// Samples left out (unreadable images); the neighbours' row indices count only the others.
+    pub skipped: Vec<SkippedImage>,
 }
 
 pub fn encode_knn(record: &KnnRecord) -> Vec<u8> {
@@ -31,6 +35,7 @@ pub fn encode_knn(record: &KnnRecord) -> Vec<u8> {
     nb.scores
         .iter()
         .for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
+    out.extend(serde_json::to_vec(&record.skipped).expect("serialises"));
     out
 }
 
@@ -42,12 +47,11 @@ pub fn decode_knn(bytes: &[u8]) -> Option<KnnRecord> {
     let k = u64::from_le_bytes(word(1)?) as usize;
     let embed_s = f64::from_le_bytes(word(2)?);
     let knn_s = f64::from_le_bytes(word(3)?);
-    let body = &rest[32..];
+    let body = rest.get(32..)?;
     let count = n.checked_mul(k)?;
-    if body.len() != count.checked_mul(8)? {
-        return None;
-    }
-    let (idx, scores) = body.split_at(count * 4);
+    let (numbers, skipped) = body.split_at_checked(count.checked_mul(8)?)?;
+    let skipped = serde_json::from_slice(skipped).ok()?;
+    let (idx, scores) = numbers.split_at(count * 4);
     let indices = idx
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
@@ -65,6 +69,7 @@ pub fn decode_knn(bytes: &[u8]) -> Option<KnnRecord> {
         },
         embed_s,
         knn_s,
+        skipped,
     })
 }
 
@@ -83,6 +88,11 @@ mod tests {
             },
             embed_s: 1.5,
             knn_s: 0.25,
+            skipped: vec![SkippedImage {
+                id: "7".into(),
+                path: "images/7.jpg".into(),
+                reason: "empty file (0 bytes)".into(),
+            }],
         };
         let bytes = encode_knn(&record);
         assert_eq!(decode_knn(&bytes), Some(record));

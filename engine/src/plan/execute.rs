@@ -4,7 +4,7 @@
 //! its vectors are never loaded. Outputs computed here are stored before they are used, so a
 //! killed run keeps everything it finished. Within one process each stage runs at most once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use crate::cache::{Lookup, Store};
 use crate::captions;
 use crate::dataset::{self, Dataset, SampleId};
 use crate::digest::Digest;
+use crate::embed::encode::SkippedRow;
 use crate::embed::fusion::{FusionPart, fuse};
 use crate::embed::{EmbedError, Vectors};
 use crate::embed::{encode, precomputed};
@@ -24,6 +25,7 @@ use crate::manifest::{CaptionSource, Manifest, Modality};
 use crate::metrics::{self, Evaluation};
 use crate::plugin::EncoderHandle;
 use crate::progress::Progress;
+use crate::report::results::SkippedImage;
 use crate::retrieval::{self, Neighbours};
 
 /// How long a run's stages took when they were computed (cached stages report their original
@@ -40,6 +42,10 @@ pub struct Timing {
 /// Everything the report needs about one finished run.
 #[derive(Clone, Debug)]
 pub struct RunOutput {
+    /// The samples the run evaluated: the dataset, less any whose image could not be read.
+    pub dataset: Arc<Dataset>,
+    /// The samples left out, and why.
+    pub skipped_images: Vec<SkippedImage>,
     pub neighbours: Arc<Neighbours>,
     pub evaluation: Arc<Evaluation>,
     pub timing: Timing,
@@ -64,6 +70,8 @@ pub struct Executor<'a> {
     metrics: HashMap<usize, (Arc<Evaluation>, f64)>,
     /// Encoders created so far, by manifest name.
     encoders: HashMap<String, EncoderHandle>,
+    /// Rows each image part (by stage index) could not read.
+    skipped_rows: HashMap<usize, Vec<SkippedRow>>,
     /// Seconds each encoder part spent encoding when its output was computed.
     encode_s: HashMap<usize, f64>,
     /// Seconds spent encoding in this invocation (to keep it out of fusion's time).
@@ -104,6 +112,7 @@ impl<'a> Executor<'a> {
             knn: HashMap::new(),
             metrics: HashMap::new(),
             encoders: HashMap::new(),
+            skipped_rows: HashMap::new(),
             encode_s: HashMap::new(),
             encoding_spent_s: 0.0,
         }
@@ -123,6 +132,12 @@ impl<'a> Executor<'a> {
         let mut tally = Tally::default();
         let dataset = self.dataset_counted(&mut tally)?;
         let knn = self.knn(run, &dataset, &mut tally)?;
+        let dataset = match knn.skipped.is_empty() {
+            true => dataset,
+            false => {
+                Arc::new(dataset.without(&knn.skipped.iter().map(|s| s.id.as_str()).collect()))
+            }
+        };
         let (evaluation, metrics_s) = self.evaluation(run, &dataset, &knn, &mut tally)?;
         let timing = Timing {
             embed_s: knn.embed_s + self.encoding_seconds(run)?,
@@ -131,6 +146,8 @@ impl<'a> Executor<'a> {
             wall_s: started.elapsed().as_secs_f64(),
         };
         Ok(RunOutput {
+            dataset,
+            skipped_images: knn.skipped.clone(),
             neighbours: Arc::new(knn.neighbours.clone()),
             evaluation,
             timing,
@@ -203,7 +220,7 @@ impl<'a> Executor<'a> {
                 tally.count(false);
                 let started = Instant::now();
                 let encoding_before = self.encoding_spent_s;
-                let vectors = self.fused(run.fuse, ds, tally)?;
+                let (vectors, skipped) = self.fused(run.fuse, ds, tally)?;
                 let encoding = self.encoding_spent_s - encoding_before;
                 let embed_s = started.elapsed().as_secs_f64() - encoding;
                 let started = Instant::now();
@@ -212,6 +229,7 @@ impl<'a> Executor<'a> {
                     neighbours,
                     embed_s,
                     knn_s: started.elapsed().as_secs_f64(),
+                    skipped,
                 };
                 self.store.put(KNN, &stage.key, &encode_knn(&record))?;
                 record
@@ -299,16 +317,15 @@ impl<'a> Executor<'a> {
         Ok(total)
     }
 
-    /// The fused vectors of a `fuse` stage, building its parts as needed.
+    /// The fused vectors of a `fuse` stage, building its parts as needed, and the samples left
+    /// out because an image part could not read their image (their rows are dropped from every
+    /// part before fusing).
     fn fused(
         &mut self,
         index: usize,
         ds: &Dataset,
         tally: &mut Tally,
-    ) -> Result<Arc<Vectors>, Error> {
-        if let Some(v) = self.vectors.get(&index) {
-            return Ok(v.clone());
-        }
+    ) -> Result<(Arc<Vectors>, Vec<SkippedImage>), Error> {
         let stage = self.plan.stages[index].clone();
         let StageKind::Fuse {
             normalize_parts,
@@ -322,6 +339,18 @@ impl<'a> Executor<'a> {
             .iter()
             .map(|&p| self.part(p, ds, tally))
             .collect::<Result<Vec<_>, _>>()?;
+        let skipped = self.skipped_in(&stage.deps, ds);
+        if let Some(v) = self.vectors.get(&index) {
+            return Ok((v.clone(), skipped));
+        }
+        let dropped: BTreeSet<&str> = skipped.iter().map(|s| s.id.as_str()).collect();
+        let kept: Vec<usize> = (0..ds.samples.len())
+            .filter(|&row| !dropped.contains(ds.samples[row].id.0.as_str()))
+            .collect();
+        let parts: Vec<Arc<Vectors>> = match dropped.is_empty() {
+            true => parts,
+            false => parts.iter().map(|v| Arc::new(v.select(&kept))).collect(),
+        };
         let inputs: Vec<FusionPart> = parts
             .iter()
             .zip(weights)
@@ -330,10 +359,35 @@ impl<'a> Executor<'a> {
                 weight: w as f32,
             })
             .collect();
-        let fused = fuse(&inputs, *normalize_parts).map_err(|e| name_row(e, ds))?;
+        let fused = fuse(&inputs, *normalize_parts).map_err(|e| name_row(e, ds, &kept))?;
         let fused = Arc::new(fused);
         self.vectors.insert(index, fused.clone());
-        Ok(fused)
+        Ok((fused, skipped))
+    }
+
+    /// The samples any of `parts` could not read an image for, in row order, each once.
+    fn skipped_in(&self, parts: &[usize], ds: &Dataset) -> Vec<SkippedImage> {
+        let mut rows: Vec<&SkippedRow> = parts
+            .iter()
+            .filter_map(|p| self.skipped_rows.get(p))
+            .flatten()
+            .collect();
+        rows.sort_by_key(|s| s.row);
+        rows.dedup_by_key(|s| s.row);
+        rows.into_iter()
+            .map(|s| {
+                let sample = &ds.samples[s.row];
+                SkippedImage {
+                    id: sample.id.to_string(),
+                    path: sample
+                        .image
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    reason: s.reason.to_string(),
+                }
+            })
+            .collect()
     }
 
     fn part(
@@ -379,22 +433,37 @@ impl<'a> Executor<'a> {
         if let Some(found) = encode::load(self.store, &key)? {
             tally.count(true);
             self.encode_s.insert(index, found.meta.encode_s);
+            self.skipped_rows.insert(index, found.meta.skipped);
             return Ok(found.vectors);
         }
         tally.count(false);
-        let Some((source, seed)) = captions.filter(|_| input == Modality::Captions) else {
-            return Err(Error::Unsupported(format!(
-                "encoder \"{encoder}\": image inputs need the image pipeline, which this build does not have yet"
-            )));
-        };
-        let texts = captions::texts(&ds.samples, source, seed)?;
         let (store, progress) = (self.store, self.progress);
-        let handle = self.encoder(encoder)?;
-        let bar = progress.bar(texts.len() as u64, "encode");
-        bar.set_message(format!("{encoder} {}", captions::name(source)));
-        let encoded =
-            encode::encode_texts(store, &key, handle, &texts, &|rows| bar.inc(rows as u64))?;
+        let strict = self.manifest.dataset.strict;
+        let bar = progress.bar(ds.samples.len() as u64, "encode");
+        let tick = |rows: usize| bar.inc(rows as u64);
+        let encoded = match captions.filter(|_| input == Modality::Captions) {
+            Some((source, seed)) => {
+                let texts = captions::texts(&ds.samples, source, seed)?;
+                bar.set_message(format!("{encoder} {}", captions::name(source)));
+                encode::encode_texts(store, &key, self.encoder(encoder)?, &texts, &tick)?
+            }
+            None => {
+                let paths: Vec<_> = ds.samples.iter().map(|s| s.image.clone()).collect();
+                bar.set_message(format!("{encoder} images"));
+                let handle = self.encoder(encoder)?;
+                encode::encode_images(store, &key, handle, &paths, strict, &tick)?
+            }
+        };
         bar.finish_and_clear();
+        if !encoded.meta.skipped.is_empty() {
+            self.progress.warn(&format!(
+                "{encoder}: {} of {} images could not be read; those samples are left out (listed in the report)",
+                encoded.meta.skipped.len(),
+                ds.samples.len()
+            ));
+        }
+        self.skipped_rows
+            .insert(index, encoded.meta.skipped.clone());
         if encoded.reused_chunks > 0 {
             self.progress.info(&format!(
                 "{encoder}: resumed, {} of {} chunks were already encoded",
@@ -441,11 +510,11 @@ impl<'a> Executor<'a> {
     }
 }
 
-/// Fusion reports rows by index; users know samples by id.
-fn name_row(error: EmbedError, ds: &Dataset) -> Error {
+/// Fusion reports rows (of the `kept` samples) by index; users know samples by id.
+fn name_row(error: EmbedError, ds: &Dataset, kept: &[usize]) -> Error {
     match error {
         EmbedError::ZeroVector { row } | EmbedError::NonFiniteVector { row } => Error::WithSample {
-            id: ds.samples[row].id.to_string(),
+            id: ds.samples[kept[row]].id.to_string(),
             source: error,
         },
         other => other.into(),

@@ -23,7 +23,7 @@ pub use execute::{Executor, RunOutput, Timing};
 
 use crate::cache::Store;
 use crate::captions;
-use crate::dataset::{LoadOptions, Source};
+use crate::dataset::{Dataset, LoadOptions, Source};
 use crate::digest::{Digest, Hasher};
 use crate::embed::encode;
 use crate::embed::precomputed::ids_path_for;
@@ -46,6 +46,9 @@ pub struct DatasetStage {
     pub options: LoadOptions,
     /// Annotation files with their content digests (provenance).
     pub inputs: Vec<(PathBuf, Digest)>,
+    /// The dataset's image files as image parts key them; computed only when a part encodes
+    /// images.
+    pub images: Option<Digest>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -120,7 +123,14 @@ impl Plan {
     /// Derives every stage and key from the manifest, reading only input files' contents (and,
     /// for encoders, loading their plugins and resolving their models).
     pub fn build(manifest: &Manifest, env: &Environment) -> Result<Plan, Error> {
-        let dataset = dataset_stage(manifest)?;
+        let mut dataset = dataset_stage(manifest)?;
+        if uses_images(manifest) {
+            let loaded = crate::dataset::load(&dataset.source, &dataset.options)?;
+            dataset.images = Some(images_signature(
+                &loaded,
+                manifest.dataset.images.as_deref(),
+            ));
+        }
         let encoders = EncoderSetups::prepare(manifest, env);
         let mut builder = Builder {
             stages: Vec::new(),
@@ -325,7 +335,45 @@ fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {
         source,
         options,
         inputs,
+        images: None,
     })
+}
+
+fn uses_images(m: &Manifest) -> bool {
+    let parts = m.runs.iter().flat_map(|r| &r.parts);
+    parts
+        .filter(|p| p.encoder.is_some())
+        .any(|p| p.input == Some(Modality::Image))
+}
+
+/// What decides the image files' bytes, cheaply: each sample's image path (relative to the
+/// images folder) with its size and modification time, or that it is missing. Like `dvc status`,
+/// this trusts size + mtime instead of reading every image at each plan; an image edited in place
+/// within the same second and size would go unnoticed.
+fn images_signature(ds: &Dataset, root: Option<&Path>) -> Digest {
+    let mut h = Hasher::new("images-v1");
+    h.u64(ds.samples.len() as u64);
+    for sample in &ds.samples {
+        h.str(&sample.id.0);
+        let Some(path) = &sample.image else {
+            h.str("");
+            continue;
+        };
+        let shown = root.and_then(|r| path.strip_prefix(r).ok()).unwrap_or(path);
+        h.str(&shown.to_string_lossy());
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos() as u64);
+                h.bool(true).u64(meta.len()).u64(mtime)
+            }
+            Err(_) => h.bool(false),
+        };
+    }
+    h.finish()
 }
 
 fn default_dataset_name(first_file: &Path) -> String {
@@ -453,6 +501,12 @@ fn part_stage(
         .str(&setup.options.to_string());
     h.str(&format!("{input:?}{captions:?}"))
         .u64(encode::CHUNK_ROWS as u64);
+    if input == Modality::Image {
+        let images = ds
+            .images
+            .expect("signed in Plan::build when a part encodes images");
+        h.digest(&images).bool(m.dataset.strict);
+    }
     Ok((
         h.finish(),
         StageKind::Encode {

@@ -33,6 +33,19 @@ pub struct RunResult {
     pub cache: CacheInfo,
     /// Per-query neighbours and scores, relative to results.json.
     pub per_query: Option<PathBuf>,
+    /// Samples left out of this run because an image part could not read their image
+    /// (`n_samples` counts the samples that were evaluated).
+    #[serde(default)]
+    pub skipped_images: Vec<SkippedImage>,
+}
+
+/// A sample an image part could not use, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedImage {
+    pub id: String,
+    /// The image file as the dataset names it (empty when the sample has none).
+    pub path: String,
+    pub reason: String,
 }
 
 /// One part's vectors: the plugin, model id and weights digest (`sha256:...`) of an encoder part;
