@@ -291,3 +291,51 @@ fn replacing_an_image_re_encodes() {
     assert!(by_name(&r, "pixels")["cache"]["misses"].as_u64().unwrap() > 0);
     assert_ne!(by_name(&r, "pixels")["metrics"], before);
 }
+
+#[test]
+fn embed_images_writes_a_vector_per_readable_image_named_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write_inputs(dir); // for the `ok` model folder
+    let folder = dir.join("photos");
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    let (a, b) = (picture(1), picture(6));
+    std::fs::write(folder.join("a.png"), png(&a)).unwrap();
+    std::fs::write(folder.join("sub/b.PNG"), png(&b)).unwrap();
+    std::fs::write(folder.join("broken.jpg"), b"\xff\xd8\xff truncated").unwrap();
+    std::fs::write(folder.join("notes.txt"), b"not an image").unwrap();
+    let plugins = fixture_plugin_dir();
+    let out = embedlab(
+        dir,
+        &[
+            "embed",
+            "--plugin",
+            "fixture_plugin",
+            "--model",
+            "ok",
+            "--images",
+            "photos",
+            "--out",
+            "v.npy",
+            "--plugin-dir",
+            plugins.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("broken.jpg: not a decodable image"),
+        "{}",
+        stderr(&out)
+    );
+    let vectors = npy::read_f32(&dir.join("v.npy")).unwrap();
+    assert_eq!((vectors.n, vectors.dim), (2, 4));
+    // The fixture's scale option is not set by `embed`: scale 1.
+    let unscaled =
+        |img: &RgbImage| -> Vec<f32> { expected_vector(img).iter().map(|v| v / SCALE).collect() };
+    assert_eq!(vectors.row(0), unscaled(&a).as_slice());
+    assert_eq!(vectors.row(1), unscaled(&b).as_slice());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("v.ids.txt")).unwrap(),
+        "a.png\nsub/b.PNG\n"
+    );
+}

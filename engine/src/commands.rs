@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use embedlab::embed::{Vectors, npy};
+use embedlab::embed::images::Prefetcher;
+use embedlab::embed::{Vectors, encode, npy};
 use embedlab::models::ModelStore;
 use embedlab::plan::{EncoderSetup, Environment};
-use embedlab::plugin::{self, SearchPath};
+use embedlab::plugin::{self, EncoderHandle, SearchPath};
 use embedlab::progress::Progress;
 
 /// What `embedlab embed` reads.
@@ -29,20 +30,36 @@ pub fn embed(
     batch_size: usize,
     progress: &Progress,
 ) -> anyhow::Result<ExitCode> {
-    let path = match input {
-        EmbedInput::Texts(path) => path,
-        EmbedInput::Images(dir) => anyhow::bail!(
-            "--images {}: this build embeds texts only; the image pipeline comes with the image encoders",
-            dir.display()
-        ),
-    };
-    let texts = read_lines(path)?;
     let setup = EncoderSetup {
         plugin: plugin::find(plugin_name, &env.plugins)?,
         model: env.models.resolve(model)?,
         options: serde_json::json!({ "batch_size": batch_size }),
     };
     let mut encoder = setup.create()?;
+    let (ids, vectors) = match input {
+        EmbedInput::Texts(path) => embed_texts(&mut encoder, &read_lines(path)?, progress)?,
+        EmbedInput::Images(dir) => embed_images(&mut encoder, dir, progress)?,
+    };
+    npy::write_f32(out, &vectors)?;
+    let ids_path = embedlab::embed::precomputed::ids_path_for(out);
+    let ids: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    std::fs::write(&ids_path, ids).with_context(|| format!("writing {}", ids_path.display()))?;
+    progress.info(&format!(
+        "wrote {} ({} × {}) and {}",
+        out.display(),
+        vectors.n,
+        vectors.dim,
+        ids_path.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Each text's vector; ids are line numbers from 1.
+fn embed_texts(
+    encoder: &mut EncoderHandle,
+    texts: &[String],
+    progress: &Progress,
+) -> anyhow::Result<(Vec<String>, Vectors)> {
     let dim = encoder.describe().dim;
     let bar = progress.bar(texts.len() as u64, "embed");
     let mut data = Vec::with_capacity(texts.len() * dim);
@@ -52,24 +69,91 @@ pub fn embed(
         bar.inc(rows.len() as u64);
     }
     bar.finish_and_clear();
-    npy::write_f32(
-        out,
-        &Vectors {
-            n: texts.len(),
-            dim,
-            data,
-        },
-    )?;
-    let ids_path = embedlab::embed::precomputed::ids_path_for(out);
-    let ids: String = (1..=texts.len()).map(|i| format!("{i}\n")).collect();
-    std::fs::write(&ids_path, ids).with_context(|| format!("writing {}", ids_path.display()))?;
-    progress.info(&format!(
-        "wrote {} ({} × {dim}) and {}",
-        out.display(),
-        texts.len(),
-        ids_path.display()
-    ));
-    Ok(ExitCode::SUCCESS)
+    let ids = (1..=texts.len()).map(|i| i.to_string()).collect();
+    let n = texts.len();
+    Ok((ids, Vectors { n, dim, data }))
+}
+
+/// The vector of every JPEG/PNG under `dir` (recursively, sorted by path); ids are the paths
+/// relative to `dir`. An image that cannot be read is named in a warning and left out.
+fn embed_images(
+    encoder: &mut EncoderHandle,
+    dir: &Path,
+    progress: &Progress,
+) -> anyhow::Result<(Vec<String>, Vectors)> {
+    let files = image_files(dir)?;
+    anyhow::ensure!(
+        !files.is_empty(),
+        "{}: no .jpg, .jpeg or .png files",
+        dir.display()
+    );
+    let dim = encoder.describe().dim;
+    let paths: Vec<Option<PathBuf>> = files.iter().cloned().map(Some).collect();
+    let batches = paths
+        .chunks(encode::IMAGE_BATCH)
+        .map(<[_]>::to_vec)
+        .collect();
+    let bar = progress.bar(files.len() as u64, "embed");
+    let (mut ids, mut data) = (Vec::new(), Vec::with_capacity(files.len() * dim));
+    for (index, batch) in Prefetcher::start(batches).enumerate() {
+        let first = index * encode::IMAGE_BATCH;
+        let (vectors, skipped) = encode::encode_batch(encoder, &batch, first, &paths, false)?;
+        for (offset, vector) in vectors.chunks_exact(dim).enumerate() {
+            let row = first + offset;
+            match skipped.iter().find(|s| s.row == row) {
+                Some(s) => {
+                    progress.warn(&format!("{}: {}; left out", files[row].display(), s.reason))
+                }
+                None => {
+                    ids.push(relative_id(dir, &files[row]));
+                    data.extend_from_slice(vector);
+                }
+            }
+        }
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    let n = ids.len();
+    Ok((ids, Vectors { n, dim, data }))
+}
+
+/// JPEG and PNG files under `dir`, recursively, in path order.
+fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&folder).with_context(|| format!("reading {}", folder.display()))?;
+        for entry in entries {
+            let path = entry
+                .with_context(|| format!("reading {}", folder.display()))?
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if is_image_name(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn is_image_name(path: &Path) -> bool {
+    let extension = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    matches!(extension.as_deref(), Some("jpg" | "jpeg" | "png"))
+}
+
+/// `a/b.jpg` for `dir/a/b.jpg`, with `/` on every platform.
+fn relative_id(dir: &Path, file: &Path) -> String {
+    let relative = file.strip_prefix(dir).unwrap_or(file);
+    let parts: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    parts.join("/")
 }
 
 /// One text per line (a final newline ends the last line); a line that is not UTF-8 is an error

@@ -79,7 +79,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Embed texts with a plugin encoder into a float32 .npy (and OUT.ids.txt: line numbers).
+    /// Embed texts or images with a plugin encoder into a float32 .npy and OUT.ids.txt (text line
+    /// numbers, or image paths relative to DIR).
     Embed {
         /// Plugin name (e.g. candle).
         #[arg(long)]
@@ -90,13 +91,13 @@ enum Command {
         /// A text file, one text per line.
         #[arg(long, value_name = "FILE", required_unless_present = "images")]
         texts: Option<PathBuf>,
-        /// A folder of images.
+        /// A folder of images (.jpg, .jpeg, .png, searched recursively).
         #[arg(long, value_name = "DIR", conflicts_with = "texts")]
         images: Option<PathBuf>,
         /// Output .npy; ids go to the sibling .ids.txt.
         #[arg(long, value_name = "OUT.npy")]
         out: PathBuf,
-        /// Texts per forward pass.
+        /// Inputs per forward pass.
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
     },

@@ -15,7 +15,7 @@ use embedlab_plugin::Image;
 use serde::{Deserialize, Serialize};
 
 use super::Vectors;
-use super::images::{Prefetcher, Unreadable};
+use super::images::{Decoded, Prefetcher, Unreadable};
 use crate::cache::{Lookup, Store};
 use crate::digest::{Digest, Hasher};
 use crate::error::Error;
@@ -135,45 +135,62 @@ pub fn encode_images(
         .collect();
     let mut decoded = Prefetcher::start(todo);
     chunks.run(progress, |range| {
-        let mut data = vec![0.0f32; range.len() * dim];
+        let mut data = Vec::with_capacity(range.len() * dim);
         let mut skipped = Vec::new();
-        let start = range.start;
-        for batch_start in range.step_by(IMAGE_BATCH) {
+        for first in range.step_by(IMAGE_BATCH) {
             let batch = decoded.next().expect("one decoded batch per planned batch");
-            let mut good = Vec::with_capacity(batch.len());
-            for (offset, result) in batch.iter().enumerate() {
-                let row = batch_start + offset;
-                match result {
-                    Ok(image) => good.push((row, image.as_image())),
-                    Err(reason) if strict => {
-                        return Err(Error::Unsupported(format!(
-                            "{}: {reason} (strict = true stops at the first unreadable image)",
-                            describe_path(paths[row].as_deref())
-                        )));
-                    }
-                    Err(reason) => skipped.push(SkippedRow {
-                        row,
-                        reason: reason.clone(),
-                    }),
-                }
-            }
-            let images: Vec<Image<'_>> = good.iter().map(|(_, image)| *image).collect();
-            let vectors = encoder.encode_images(&images)?;
-            for ((row, _), vector) in good.iter().zip(vectors.chunks_exact(dim)) {
-                let at = (row - start) * dim;
-                data[at..at + dim].copy_from_slice(vector);
-            }
+            let (vectors, batch_skipped) = encode_batch(encoder, &batch, first, paths, strict)?;
+            data.extend(vectors);
+            skipped.extend(batch_skipped);
         }
         Ok((data, skipped))
     })
+}
+
+/// Encodes one decoded batch whose first image is row `first` of `paths`: a vector per row
+/// (zeros for an image that could not be read) and the rows skipped. With `strict`, an unreadable
+/// image is an error that names its file.
+pub fn encode_batch(
+    encoder: &mut EncoderHandle,
+    batch: &[Result<Decoded, Unreadable>],
+    first: usize,
+    paths: &[Option<PathBuf>],
+    strict: bool,
+) -> Result<ChunkOutput, Error> {
+    let dim = encoder.describe().dim;
+    let mut good = Vec::with_capacity(batch.len());
+    let mut skipped = Vec::new();
+    for (offset, result) in batch.iter().enumerate() {
+        let row = first + offset;
+        match result {
+            Ok(image) => good.push((offset, image.as_image())),
+            Err(reason) if strict => {
+                return Err(Error::Unsupported(format!(
+                    "{}: {reason} (strict = true stops at the first unreadable image)",
+                    describe_path(paths[row].as_deref())
+                )));
+            }
+            Err(reason) => skipped.push(SkippedRow {
+                row,
+                reason: reason.clone(),
+            }),
+        }
+    }
+    let images: Vec<Image<'_>> = good.iter().map(|(_, image)| *image).collect();
+    let vectors = encoder.encode_images(&images)?;
+    let mut data = vec![0.0f32; batch.len() * dim];
+    for ((offset, _), vector) in good.iter().zip(vectors.chunks_exact(dim)) {
+        data[offset * dim..(offset + 1) * dim].copy_from_slice(vector);
+    }
+    Ok((data, skipped))
 }
 
 fn describe_path(path: Option<&Path>) -> String {
     path.map_or_else(|| "(no image)".to_string(), |p| p.display().to_string())
 }
 
-/// One chunk's output: its vectors, row-major, and the rows it could not encode.
-type ChunkOutput = (Vec<f32>, Vec<SkippedRow>);
+/// A chunk's or batch's output: its vectors, row-major, and the rows it could not encode.
+pub type ChunkOutput = (Vec<f32>, Vec<SkippedRow>);
 
 /// The chunked, resumable encoding of `n` rows into one cache entry.
 struct Chunks<'a> {

@@ -23,6 +23,16 @@ pub enum ModelError {
     },
     #[error("model {id}: not installed in {} (`embedlab models fetch {id}`)", store.display())]
     NotInstalled { id: String, store: PathBuf },
+    /// A hub-only model that is neither in the store nor fetchable now.
+    #[error(
+        "model {id}: weights not available here: not in the model store, and fetching from the hub failed ({cause}); fetch them with `embedlab models fetch {id}` where the hub is reachable and copy the folder to {}, or set the encoder's `model` to a local folder holding the checkpoint",
+        entry.display()
+    )]
+    NotAvailable {
+        id: String,
+        entry: PathBuf,
+        cause: String,
+    },
     #[error("model {id}: {file}: sha256 mismatch: expected {expected}, got {actual}")]
     Mismatch {
         id: String,

@@ -583,7 +583,15 @@ impl ModelStore {
                 "model {id}: not in the registry; fetching it from the hub"
             ));
             let staging = Staging::new(&self.root, &entry, id)?;
-            let manifest = hub::fetch_unpinned(&self.hub, id, &staging, &say)?;
+            let manifest = hub::fetch_unpinned(&self.hub, id, &staging, &say).map_err(|e| {
+                let cause = e.to_string();
+                let prefix = format!("model {id}: ");
+                ModelError::NotAvailable {
+                    id: id.to_string(),
+                    entry: self.root.join(&entry),
+                    cause: cause.strip_prefix(&prefix).unwrap_or(&cause).to_string(),
+                }
+            })?;
             return self.finish(id, staging, &manifest, SourceKind::Hub);
         };
         if let Some(source) = spec.hub.as_ref().filter(|_| self.hub.enabled) {

@@ -658,7 +658,13 @@ fn an_unreachable_hub_is_a_clean_one_line_error() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.starts_with("model someone/unknown-model: hub: listing files: "),
+        error.starts_with(
+            "model someone/unknown-model: weights not available here: not in the model store, and fetching from the hub failed (hub: listing files: "
+        ),
+        "{error}"
+    );
+    assert!(
+        error.contains("`embedlab models fetch someone/unknown-model`"),
         "{error}"
     );
     assert!(!error.contains('\n'));

@@ -204,15 +204,10 @@ impl Plan {
         match &stage.kind {
             StageKind::Precomputed { npy, .. } => file_name(npy),
             StageKind::Encode {
-                encoder,
-                input,
-                captions,
+                encoder, captions, ..
             } => match captions {
-                Some((source, _)) => format!(
-                    "{encoder} ({input:?}, {} captions)",
-                    captions::name(*source)
-                ),
-                None => format!("{encoder} ({input:?})"),
+                Some((source, _)) => format!("{encoder} ({} captions)", captions::name(*source)),
+                None => format!("{encoder} (images)"),
             },
             StageKind::Fuse {
                 normalize_parts,
