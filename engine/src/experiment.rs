@@ -267,6 +267,7 @@ fn provenance(manifest: &Manifest, plan: &Plan, dataset: &Dataset) -> Provenance
             seed: ds.options.seed,
             n_samples: dataset.samples.len(),
             stats: dataset.stats.clone(),
+            images: ds.images,
         },
         k: manifest.retrieval.k,
         cutoffs: manifest.cutoffs.clone(),

@@ -122,6 +122,9 @@ pub struct DatasetProvenance {
     pub seed: u64,
     pub n_samples: usize,
     pub stats: DatasetStats,
+    /// Digest of the image files' paths, sizes and mtimes, when a run encodes images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Digest>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
