@@ -27,7 +27,11 @@
 #![deny(unsafe_code)]
 
 mod error;
+pub mod blip;
+pub mod checkpoint;
+pub mod clip;
 pub mod mpnet;
+pub mod openclip;
 mod plugin;
 mod sentence;
 

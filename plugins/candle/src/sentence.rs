@@ -330,7 +330,7 @@ impl SentenceTransformer {
     }
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
@@ -375,7 +375,7 @@ fn load_tokenizer(
 }
 
 /// `sha256:<hex>`, the form the engine's model store uses.
-fn sha256_digest(bytes: &[u8]) -> String {
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     use std::fmt::Write;
     let hash = Sha256::digest(bytes);
