@@ -177,7 +177,8 @@ impl BlipModel {
                     dim: vision.hidden_size,
                 });
             }
-            let vision_proj = candle_nn::linear(vision.hidden_size, proj_dim, vb.pp("vision_proj"))?;
+            let vision_proj =
+                candle_nn::linear(vision.hidden_size, proj_dim, vb.pp("vision_proj"))?;
             let text = BlipText {
                 encoder: BertModel::load(vb.pp("text_encoder"), &cfg.text_config.to_bert())?,
                 text_proj: candle_nn::linear(hidden, proj_dim, vb.pp("text_proj"))?,
@@ -238,7 +239,10 @@ fn rename_vision(name: &str, t: Tensor, text_hidden: usize) -> CResult<Vec<(Stri
         let types = Tensor::zeros((1, text_hidden), DType::F32, &Device::Cpu)?;
         return Ok(vec![
             (name.to_owned(), t),
-            ("text_encoder.embeddings.token_type_embeddings.weight".into(), types),
+            (
+                "text_encoder.embeddings.token_type_embeddings.weight".into(),
+                types,
+            ),
         ]);
     }
     let renamed = match name {

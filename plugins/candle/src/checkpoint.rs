@@ -73,7 +73,7 @@ impl Checkpoint {
         Ok(Self {
             path: path.to_owned(),
             tensors,
-            digest: crate::sentence::sha256_digest(&bytes),
+            digest: crate::files::sha256_digest(&bytes),
             parameters,
         })
     }
@@ -108,7 +108,11 @@ impl Checkpoint {
 
 /// Splits a fused `(3 H, ...)` q/k/v projection (PyTorch's `in_proj_weight`, BLIP's `qkv`) into
 /// `<prefix>.{q,k,v}_proj.<suffix>`.
-pub fn split_qkv(prefix: &str, suffix: &str, fused: &Tensor) -> candle_core::Result<Vec<(String, Tensor)>> {
+pub fn split_qkv(
+    prefix: &str,
+    suffix: &str,
+    fused: &Tensor,
+) -> candle_core::Result<Vec<(String, Tensor)>> {
     let rows = fused.dim(0)?;
     if rows % 3 != 0 {
         candle_core::bail!("{prefix}: fused q/k/v projection has {rows} rows, not a multiple of 3");
@@ -134,7 +138,10 @@ mod tests {
         .err()
         .unwrap()
         .to_string();
-        assert!(err.contains("/nonexistent/embedlab/model.safetensors"), "{err}");
+        assert!(
+            err.contains("/nonexistent/embedlab/model.safetensors"),
+            "{err}"
+        );
         assert!(err.contains("pytorch_model.bin"), "{err}");
         assert!(!err.contains('\n'));
     }
@@ -144,7 +151,10 @@ mod tests {
         let fused = Tensor::arange(0f32, 6., &Device::Cpu)?.reshape((6, 1))?;
         let parts = split_qkv("a", "weight", &fused)?;
         let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["a.q_proj.weight", "a.k_proj.weight", "a.v_proj.weight"]);
+        assert_eq!(
+            names,
+            ["a.q_proj.weight", "a.k_proj.weight", "a.v_proj.weight"]
+        );
         assert_eq!(parts[2].1.flatten_all()?.to_vec1::<f32>()?, [4., 5.]);
         assert!(split_qkv("a", "weight", &fused.narrow(0, 0, 4)?).is_err());
         Ok(())

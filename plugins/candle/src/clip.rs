@@ -145,11 +145,15 @@ impl TextPooling {
     pub fn position(self, ids: &[u32]) -> usize {
         match self {
             // First maximum, as torch's argmax.
-            TextPooling::Argmax => ids
-                .iter()
-                .enumerate()
-                .fold((0, 0), |best, (i, &id)| if id > best.1 { (i, id) } else { best })
-                .0,
+            TextPooling::Argmax => {
+                ids.iter()
+                    .enumerate()
+                    .fold(
+                        (0, 0),
+                        |best, (i, &id)| if id > best.1 { (i, id) } else { best },
+                    )
+                    .0
+            }
             TextPooling::FirstEos(eos) => ids.iter().position(|&id| id == eos).unwrap_or(0),
         }
     }
@@ -384,8 +388,12 @@ impl ClipVisionTransformer {
             .flatten_from(2)?
             .transpose(1, 2)?;
         let hidden = patches.dim(D::Minus1)?;
-        let class = self.class_embedding.reshape((1, 1, hidden))?.repeat((n, 1, 1))?;
-        let mut xs = Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.position_embedding)?;
+        let class = self
+            .class_embedding
+            .reshape((1, 1, hidden))?
+            .repeat((n, 1, 1))?;
+        let mut xs =
+            Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.position_embedding)?;
         if let Some(norm) = &self.pre_layrnorm {
             xs = norm.forward(&xs)?;
         }
@@ -526,7 +534,11 @@ impl ClipModel {
 }
 
 /// Pads rows to the longest with `pad` into (N, L) u32 ids and an (N, L) u32 attention mask.
-pub fn pad_rows(rows: &[&[u32]], pad: u32, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+pub fn pad_rows(
+    rows: &[&[u32]],
+    pad: u32,
+    device: &candle_core::Device,
+) -> Result<(Tensor, Tensor)> {
     let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
     let mut ids = Vec::with_capacity(rows.len() * len);
     let mut mask = Vec::with_capacity(rows.len() * len);

@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::checkpoint::{Checkpoint, split_qkv};
 use crate::clip::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig, TextPooling};
 use crate::error::Error;
+use crate::vision::{CropRule, Normalize, Preprocess, Resample, Resize, Size};
 
 /// `open_clip_config.json`.
 #[derive(Debug, Clone, Deserialize)]
@@ -168,8 +169,8 @@ impl OpenClipConfig {
         let text = ClipTextConfig {
             vocab_size: t.usize("vocab_size", 49408).map_err(unsupported)?,
             hidden_size: text_width,
-            intermediate_size: (text_width as f64
-                * t.f64("mlp_ratio", 4.0).map_err(unsupported)?) as usize,
+            intermediate_size: (text_width as f64 * t.f64("mlp_ratio", 4.0).map_err(unsupported)?)
+                as usize,
             num_hidden_layers: t.usize("layers", 12).map_err(unsupported)?,
             num_attention_heads: t.usize("heads", 8).map_err(unsupported)?,
             max_position_embeddings: t.usize("context_length", 77).map_err(unsupported)?,
@@ -183,6 +184,56 @@ impl OpenClipConfig {
             projection_dim: m.embed_dim,
         };
         Ok((config, pooling))
+    }
+}
+
+impl OpenClipConfig {
+    /// open_clip's evaluation transform (`image_transform(is_train=False)`) for square images of
+    /// side `image_size`: torchvision `Resize` of the shorter side on the PIL image and
+    /// `CenterCrop` (torchvision's rounding), or `squash` to the exact size; then `ToTensor` and
+    /// `Normalize`.
+    pub fn preprocess(&self, path: &Path, image_size: usize) -> Result<Preprocess, Error> {
+        let p = &self.preprocess_cfg;
+        let unsupported = |message: String| Error::Unsupported {
+            path: path.to_owned(),
+            message,
+        };
+        let resample = match p.interpolation.as_str() {
+            "bicubic" => Resample::Bicubic,
+            "bilinear" => Resample::Bilinear,
+            "nearest" => Resample::Nearest,
+            other => {
+                return Err(unsupported(format!(
+                    "preprocess_cfg.interpolation {other:?} is not supported"
+                )));
+            }
+        };
+        let side = u32::try_from(image_size)
+            .map_err(|_| unsupported(format!("image size {image_size} is too large")))?;
+        let square = Size {
+            height: side,
+            width: side,
+        };
+        let (resize, center_crop) = match p.resize_mode.as_str() {
+            "shortest" => (Resize::ShortestEdge(side), Some(square)),
+            "squash" => (Resize::Exact(square), None),
+            other => {
+                return Err(unsupported(format!(
+                    "preprocess_cfg.resize_mode {other:?} is not supported (shortest, squash)"
+                )));
+            }
+        };
+        Ok(Preprocess {
+            resize: Some(resize),
+            resample,
+            center_crop,
+            crop_rule: CropRule::Torchvision,
+            rescale: Some(1.0 / 255.0),
+            normalize: Some(Normalize {
+                mean: p.mean,
+                std: p.std,
+            }),
+        })
     }
 }
 
@@ -270,7 +321,10 @@ fn rename_vision(name: &str, t: Tensor) -> candle_core::Result<Vec<(String, Tens
         "class_embedding" => to("embeddings.class_embedding", t),
         "positional_embedding" => to("embeddings.position_embedding.weight", t),
         // open_clip multiplies by `proj`; a linear layer multiplies by its transposed weight.
-        "proj" => Ok(vec![("visual_projection.weight".into(), t.t()?.contiguous()?)]),
+        "proj" => Ok(vec![(
+            "visual_projection.weight".into(),
+            t.t()?.contiguous()?,
+        )]),
         _ => {
             if let Some(rest) = name.strip_prefix("ln_pre.") {
                 return to(&format!("pre_layrnorm.{rest}"), t);
@@ -288,7 +342,10 @@ fn rename_text(name: &str, t: Tensor) -> candle_core::Result<Vec<(String, Tensor
     match name {
         "token_embedding.weight" => to("embeddings.token_embedding.weight", t),
         "positional_embedding" => to("embeddings.position_embedding.weight", t),
-        "text_projection" => Ok(vec![("text_projection.weight".into(), t.t()?.contiguous()?)]),
+        "text_projection" => Ok(vec![(
+            "text_projection.weight".into(),
+            t.t()?.contiguous()?,
+        )]),
         _ => {
             if let Some(rest) = name.strip_prefix("ln_final.") {
                 return to(&format!("final_layer_norm.{rest}"), t);
@@ -360,7 +417,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("open_clip_config.json: ") && err.contains("ResNet"), "{err}");
+        assert!(
+            err.starts_with("open_clip_config.json: ") && err.contains("ResNet"),
+            "{err}"
+        );
         let err = config(
             r#"{"model_cfg": {"embed_dim": 8, "vision_cfg": {"ls_init_value": 0.1},
                 "text_cfg": {}}}"#,
@@ -371,11 +431,40 @@ mod tests {
     }
 
     #[test]
+    fn preprocessing_is_torchvision_resize_and_crop() {
+        let cfg: OpenClipConfig = serde_json::from_str(
+            r#"{"model_cfg": {"embed_dim": 8, "vision_cfg": {}, "text_cfg": {}},
+                "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}"#,
+        )
+        .unwrap();
+        let p = cfg
+            .preprocess(Path::new("open_clip_config.json"), 224)
+            .unwrap();
+        assert_eq!(p.resize, Some(Resize::ShortestEdge(224)));
+        assert_eq!(p.crop_rule, CropRule::Torchvision);
+        assert_eq!(p.resample, Resample::Bicubic);
+        assert_eq!(p.normalize.unwrap().mean, [0.5; 3]);
+        let mut longest = cfg.clone();
+        longest.preprocess_cfg.resize_mode = "longest".into();
+        let err = longest
+            .preprocess(Path::new("open_clip_config.json"), 224)
+            .unwrap_err();
+        assert!(err.to_string().contains("resize_mode"), "{err}");
+    }
+
+    #[test]
     fn fused_attention_is_split_and_projections_transposed() -> candle_core::Result<()> {
         let dev = candle_core::Device::Cpu;
         let fused = Tensor::zeros((6, 2), candle_core::DType::F32, &dev)?;
-        let out = rename_tensor("visual.transformer.resblocks.3.attn.in_proj_weight", fused, false)?;
-        assert_eq!(out[1].0, "vision_model.encoder.layers.3.self_attn.k_proj.weight");
+        let out = rename_tensor(
+            "visual.transformer.resblocks.3.attn.in_proj_weight",
+            fused,
+            false,
+        )?;
+        assert_eq!(
+            out[1].0,
+            "vision_model.encoder.layers.3.self_attn.k_proj.weight"
+        );
         let proj = Tensor::zeros((4, 2), candle_core::DType::F32, &dev)?;
         let out = rename_tensor("text_projection", proj.clone(), false)?;
         assert_eq!(out[0].1.dims(), [2, 4]);
