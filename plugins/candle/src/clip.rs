@@ -181,7 +181,7 @@ struct ClipAttention {
 
 impl ClipAttention {
     fn load(vb: VarBuilder, hidden: usize, num_heads: usize) -> Result<Self> {
-        if num_heads == 0 || hidden % num_heads != 0 {
+        if num_heads == 0 || !hidden.is_multiple_of(num_heads) {
             candle_core::bail!("hidden size {hidden} is not a multiple of {num_heads} heads");
         }
         let linear = |name| candle_nn::linear(hidden, hidden, vb.pp(name));
@@ -321,7 +321,7 @@ pub struct ClipVisionTransformer {
 impl ClipVisionTransformer {
     /// Loads `vision_model.*` (pass `vb.pp("vision_model")`).
     pub fn load(vb: VarBuilder, c: &ClipVisionConfig) -> Result<Self> {
-        if c.patch_size == 0 || c.image_size % c.patch_size != 0 {
+        if c.patch_size == 0 || !c.image_size.is_multiple_of(c.patch_size) {
             candle_core::bail!(
                 "image size {} is not a multiple of patch size {}",
                 c.image_size,

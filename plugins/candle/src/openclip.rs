@@ -56,6 +56,8 @@ pub struct PreprocessCfg {
 }
 
 impl Default for PreprocessCfg {
+    // OpenAI's CLIP statistics, digit for digit as open_clip's `OPENAI_DATASET_MEAN/STD`.
+    #[allow(clippy::excessive_precision)]
     fn default() -> Self {
         Self {
             mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],

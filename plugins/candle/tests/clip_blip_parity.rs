@@ -9,7 +9,8 @@
 //! - tokenizer: our tokenisation of every caption equals the reference's ids;
 //! - end to end, through the plugin API the engine uses (`Candle::create`, `encode_images`,
 //!   `encode_texts`): raw JPEGs decoded with the `image` crate -> our preprocessing -> forward
-//!   (a preprocessing drift shows here and not above).
+//!   (a preprocessing drift shows here and not above); the preprocessed pixels are compared
+//!   with the reference's first, so a drift there is named as such.
 //!
 //! Every item must reach cosine ≥ 0.9999 against its reference. The JPEGs are read from
 //! `../shared/data/coco-sample/images` relative to the repo root; without them the end-to-end
@@ -83,7 +84,11 @@ fn worst_cosine(label: &str, ours: &[f32], want: &[&[f32]]) -> f64 {
         .zip(want)
         .map(|(a, b)| cosine(a, b))
         .fold(f64::INFINITY, f64::min);
-    println!("{label}: min cosine {worst:.9} over {} items", want.len());
+    println!(
+        "{label}: min cosine {worst:.9} (1 - cos = {:.1e}) over {} items",
+        1.0 - worst,
+        want.len()
+    );
     assert!(
         worst >= MIN_COSINE,
         "{label}: cosine {worst} < {MIN_COSINE}"
@@ -185,6 +190,42 @@ fn end_to_end(family: &str) {
             rgb,
         })
         .collect();
+    // The preprocessing alone first, so that a drift there is reported as such.
+    let pixels = load(family)
+        .preprocess()
+        .apply(&images, &Device::Cpu)
+        .unwrap();
+    let pixels = pixels.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want: Vec<f32> = reference
+        .images
+        .iter()
+        .flat_map(|i| i.pixels.clone())
+        .collect();
+    assert_eq!(pixels.len(), want.len(), "{family}: preprocessed size");
+    let max_diff = pixels
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let off = pixels
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| (*a - *b).abs() > 1e-5)
+        .count();
+    let off_fraction = off as f64 / want.len() as f64;
+    println!(
+        "{family} preprocessing: max |diff| {max_diff:.2e}, {:.2}% of values differ",
+        100.0 * off_fraction
+    );
+    // The resize is PIL-exact, but the `image` crate decodes JPEGs slightly differently from
+    // PIL's libjpeg-turbo (about 1% of pixels by a few levels), so a few values may differ by a
+    // level or two after resizing. A wrong size, crop or filter moves most values, and further.
+    let level = 1.0 / 255.0 / 0.2613; // about one u8 step after CLIP's normalisation
+    assert!(
+        max_diff <= 2.0 * level && off_fraction < 0.05,
+        "{family}: preprocessing differs by up to {max_diff} on {off} values"
+    );
+
     let mut out = vec![0f32; images.len() * dim];
     encoder.encode_images(&images, &mut out).unwrap();
     let want: Vec<&[f32]> = reference
