@@ -44,6 +44,12 @@ struct RefImage {
     features: Vec<f32>,
 }
 
+/// BLIP's extra: the normalised class tokens (what an image-only checkpoint embeds).
+#[derive(Deserialize)]
+struct BlipExtra {
+    vision_cls_features: Vec<Vec<f32>>,
+}
+
 #[derive(Deserialize)]
 struct RefText {
     text: String,
@@ -137,6 +143,18 @@ fn tokenizer_agrees(family: &str) {
     );
 }
 
+/// The fixture's images as the plugin receives them.
+fn as_images(decoded: &[(u32, u32, Vec<u8>)]) -> Vec<Image<'_>> {
+    decoded
+        .iter()
+        .map(|(width, height, rgb)| Image {
+            width: *width,
+            height: *height,
+            rgb,
+        })
+        .collect()
+}
+
 /// The decoded COCO images of the fixture, or `None` (after "skipped: ...") without the data.
 fn decoded_images(reference: &Reference) -> Option<Vec<(u32, u32, Vec<u8>)>> {
     let root =
@@ -182,14 +200,7 @@ fn end_to_end(family: &str) {
     let Some(decoded) = decoded_images(&reference) else {
         return;
     };
-    let images: Vec<Image<'_>> = decoded
-        .iter()
-        .map(|(width, height, rgb)| Image {
-            width: *width,
-            height: *height,
-            rgb,
-        })
-        .collect();
+    let images = as_images(&decoded);
     // The preprocessing alone first, so that a drift there is reported as such.
     let pixels = load(family)
         .preprocess()
@@ -355,4 +366,67 @@ fn a_corrupt_weights_file_is_named_on_one_line() {
     assert!(message.contains("model.safetensors"), "{message}");
     assert!(!message.contains('\n'), "{message}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn blip_without_projections_embeds_class_tokens_of_images_only() {
+    // A captioning / VQA checkpoint has the vision tower but no `vision_proj` or text encoder.
+    let dir = broken_copy("blip", "captioning", |d| {
+        let path = d.join("model.safetensors");
+        let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+        let kept: std::collections::HashMap<String, Tensor> = tensors
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("vision_model."))
+            .collect();
+        candle_core::safetensors::save(&kept, &path).unwrap();
+    });
+    let config = serde_json::json!({"model": "tiny-blip-captioning", "model_dir": dir});
+    let mut encoder = Candle::create(&config.to_string()).unwrap_or_else(|e| panic!("{e:?}"));
+    let description = encoder.describe();
+    assert_eq!(description.modalities, [Modality::Image]);
+    let mut out = vec![0f32; description.dim];
+    let err = encoder.encode_texts(&["a cat"], &mut out).unwrap_err();
+    assert_eq!(err.status, Status::UNSUPPORTED, "{}", err.message);
+
+    let path = fixture_dir("blip").join("reference.json");
+    let extra: BlipExtra = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let want: Vec<&[f32]> = extra
+        .vision_cls_features
+        .iter()
+        .map(Vec::as_slice)
+        .collect();
+    assert_eq!(description.dim, want[0].len());
+    let reference = reference("blip");
+    if let Some(decoded) = decoded_images(&reference) {
+        let images = as_images(&decoded);
+        let mut out = vec![0f32; images.len() * description.dim];
+        encoder.encode_images(&images, &mut out).unwrap();
+        worst_cosine("blip class tokens end to end", &out, &want);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn normalize_false_keeps_the_projection_norms() {
+    let dir = fixture_dir("clip");
+    let config = serde_json::json!({"model": "tiny-clip", "model_dir": dir,
+                                    "options": {"normalize": false, "batch_size": 2}});
+    let mut encoder = Candle::create(&config.to_string()).unwrap_or_else(|e| panic!("{e:?}"));
+    let dim = encoder.describe().dim;
+    let reference = reference("clip");
+    let texts: Vec<&str> = reference.texts.iter().map(|t| t.text.as_str()).collect();
+    let mut out = vec![0f32; texts.len() * dim];
+    encoder.encode_texts(&texts, &mut out).unwrap();
+    let norms: Vec<f32> = out
+        .chunks_exact(dim)
+        .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+        .collect();
+    assert!(norms.iter().all(|n| (n - 1.0).abs() > 1e-3), "{norms:?}");
+    // Same directions as the normalised reference, batch size 2 included.
+    let want: Vec<&[f32]> = reference
+        .texts
+        .iter()
+        .map(|t| t.features.as_slice())
+        .collect();
+    worst_cosine("clip unnormalised texts", &out, &want);
 }

@@ -16,6 +16,8 @@ the real checkpoints use:
 plus `reference.json` in each: for every image its file name, the pixel tensor the reference
 preprocessing produced (so forward parity can be told apart from preprocessing parity) and the
 L2-normalised image features; for every caption the token ids and the L2-normalised text features.
+BLIP's also has `vision_cls_features`: the normalised post-layernorm class token, which is what a
+BLIP checkpoint without `vision_proj` (captioning, VQA) is embedded with.
 
 The CLIP tokenizer is a genuine CLIP byte-level BPE (`</w>` word-end suffix, lower-casing, CLIP's
 pre-tokenizer regex), with only the first MERGES merges of open_clip's bundled
@@ -291,11 +293,14 @@ def make_blip() -> None:
     with torch.no_grad():
         cls = model.vision_model(pixel_values=pixels).last_hidden_state[:, 0, :]
         image_feats = normalize(model.vision_proj(cls))
+        # What a checkpoint without `vision_proj` (captioning, VQA) yields: the class token.
+        cls_feats = normalize(cls)
         text = model.text_encoder(input_ids=enc["input_ids"],
                                   attention_mask=enc["attention_mask"]).last_hidden_state
         text_feats = normalize(model.text_proj(text[:, 0, :]))
     ids = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
-    write_reference(folder, pixels, image_feats, ids, text_feats, {})
+    extra = {"vision_cls_features": [rounded(f) for f in cls_feats]}
+    write_reference(folder, pixels, image_feats, ids, text_feats, extra)
     print(f"blip: {sum(p.numel() for p in model.parameters())} parameters")
 
 
