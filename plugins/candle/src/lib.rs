@@ -24,6 +24,11 @@
 //! through [`mpnet`], a port of transformers' `modeling_mpnet.py`. Pooling: cls, max, mean and
 //! mean-sqrt-len, concatenated as sentence-transformers does; an optional Normalize module.
 //!
+//! Jointly trained image-text models ([`ImageTextModel`], texts and images into one space):
+//! CLIP in the transformers layout ([`clip`]), OpenCLIP checkpoints renamed onto it
+//! ([`openclip`]), and BLIP ([`blip`]: its ViT renamed onto CLIP's, its unimodal text encoder
+//! through candle-transformers' BERT).
+//!
 //! Threading: candle's matrix products use all cores (rayon), so batches run one after another.
 //!
 //! The library is also the embedlab plugin `candle` (`libembedlab_candle.so`, see [`Candle`]).

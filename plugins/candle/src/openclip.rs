@@ -1,5 +1,5 @@
 //! OpenCLIP checkpoints (`open_clip_config.json` + `open_clip_model.safetensors` or
-//! `open_clip_pytorch_model.bin`) mapped onto [`ClipModel`]: the config's `model_cfg` becomes a
+//! `open_clip_pytorch_model.bin`) mapped onto [`ClipModel`](crate::clip::ClipModel): the config's `model_cfg` becomes a
 //! [`ClipConfig`] and every OpenCLIP tensor name is renamed to its transformers name, as
 //! transformers' `convert_clip_original_pytorch_to_hf.py` does, so one model runs both layouts.
 //!

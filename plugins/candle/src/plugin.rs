@@ -37,6 +37,21 @@ impl Plugin for Candle {
                 "MPNet-base, 768-d, mean pooling, normalised; 109M parameters",
             ),
             ModelInfo::new(
+                "openai/clip-vit-base-patch32",
+                "CLIP ViT-B/32 (transformers layout), texts and images, 512-d, normalised; \
+                 parity-tested on tiny random CLIP models",
+            ),
+            ModelInfo::new(
+                "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+                "OpenCLIP ViT-B-32 (open_clip layout), texts and images, 512-d, normalised; \
+                 parity-tested on tiny random open_clip models",
+            ),
+            ModelInfo::new(
+                "Salesforce/blip-itm-base-coco",
+                "BLIP retrieval (ITC features), texts and images, 256-d, normalised; \
+                 parity-tested on tiny random BLIP models",
+            ),
+            ModelInfo::new(
                 "efficientnet-lite0",
                 "EfficientNet-Lite0 (ImageNet-1k), images: 1280-d pooled features or 1000 logits; 4.7M parameters",
             ),
