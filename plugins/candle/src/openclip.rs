@@ -1,7 +1,8 @@
 //! OpenCLIP checkpoints (`open_clip_config.json` + `open_clip_model.safetensors` or
-//! `open_clip_pytorch_model.bin`) mapped onto [`ClipModel`](crate::clip::ClipModel): the config's `model_cfg` becomes a
-//! [`ClipConfig`] and every OpenCLIP tensor name is renamed to its transformers name, as
-//! transformers' `convert_clip_original_pytorch_to_hf.py` does, so one model runs both layouts.
+//! `open_clip_pytorch_model.bin`) mapped onto [`ClipModel`](crate::clip::ClipModel): the config's
+//! `model_cfg` becomes a [`ClipConfig`] and every OpenCLIP tensor name is renamed to its
+//! transformers name, as transformers' `convert_clip_original_pytorch_to_hf.py` does, so one model
+//! runs both layouts.
 //!
 //! Reference: open_clip 3.x `model.py` (`CLIP`, `CLIPVisionCfg`, `CLIPTextCfg`) and
 //! `transformer.py` (`VisionTransformer`, `TextTransformer`, `ResidualAttentionBlock`)

@@ -38,7 +38,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import open_clip
 import torch
 import transformers
@@ -139,7 +138,8 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=-1)
 
 
-def make_clip(vocab: dict[str, int], merges: list[str]) -> None:
+def make_clip(vocab: dict[str, int], merges: list[str]) -> CLIPTokenizer:
+    """Saves fixtures/clip; returns its tokenizer, which the OpenCLIP folder ships too."""
     folder = FIXTURES / "clip"
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(SEED)
@@ -183,13 +183,13 @@ def make_clip(vocab: dict[str, int], merges: list[str]) -> None:
         text_feats = normalize(
             model.get_text_features(input_ids=enc["input_ids"],
                                     attention_mask=enc["attention_mask"]).pooler_output)
-    ids = [row[row_mask.bool()].tolist() for row, row_mask in zip(enc["input_ids"], enc["attention_mask"])]
+    ids = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
     write_reference(folder, pixels, image_feats, ids, text_feats, {})
     print(f"clip: {sum(p.numel() for p in model.parameters())} parameters")
     return tok
 
 
-def make_openclip(bpe_gz: Path, hf_tokenizer) -> None:
+def make_openclip(bpe_gz: Path, hf_tokenizer: CLIPTokenizer) -> None:
     folder = FIXTURES / "openclip"
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(SEED + 1)
