@@ -204,11 +204,6 @@ impl BlipModel {
         self.text.is_some()
     }
 
-    /// The side of the square images the vision tower takes.
-    pub fn image_size(&self) -> usize {
-        self.vision_model.image_size()
-    }
-
     /// (N, dim), not normalised: `vision_proj` of the post-normalised class token, or the token.
     pub fn image_features(&self, pixels: &Tensor) -> CResult<Tensor> {
         let cls = self.vision_model.forward(pixels)?;

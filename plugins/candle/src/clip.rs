@@ -315,7 +315,6 @@ pub struct ClipVisionTransformer {
     pre_layrnorm: Option<LayerNorm>,
     encoder: ClipEncoder,
     post_layernorm: LayerNorm,
-    image_size: usize,
 }
 
 impl ClipVisionTransformer {
@@ -370,13 +369,7 @@ impl ClipVisionTransformer {
                 c.layer_norm_eps,
                 vb.pp("post_layernorm"),
             )?,
-            image_size: c.image_size,
         })
-    }
-
-    /// The side of the square images the tower takes.
-    pub fn image_size(&self) -> usize {
-        self.image_size
     }
 
     /// Pooled output (N, hidden): the post-normalised class token.
@@ -442,11 +435,6 @@ impl ClipTextTransformer {
                 vb.pp("final_layer_norm"),
             )?,
         })
-    }
-
-    /// The longest sequence the position table covers.
-    pub fn max_positions(&self) -> usize {
-        self.position_embedding.dim(0).unwrap_or(0)
     }
 
     /// Pooled output (N, hidden) of `ids` (N, L, u32) read at `positions[i]` for row i. Padding

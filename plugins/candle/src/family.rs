@@ -47,8 +47,8 @@ pub type Loader = fn(&Path, Options) -> Result<Box<dyn Model>, Error>;
 /// no family recognises (its loader then names the file it expected).
 pub const FAMILIES: &[Family] = &[
     crate::sentence::FAMILY,
-    crate::image_text::CLIP_FAMILY,
     crate::image_text::OPENCLIP_FAMILY,
+    crate::image_text::CLIP_FAMILY,
     crate::image_text::BLIP_FAMILY,
 ];
 

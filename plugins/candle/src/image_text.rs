@@ -112,6 +112,31 @@ pub struct ImageTextModel {
     batch_size: usize,
 }
 
+/// The OpenCLIP family: a folder with `open_clip_config.json` and open_clip weights. Hub folders
+/// of LAION's models carry a transformers conversion too (`config.json`, `model.safetensors`);
+/// this family comes first, so they load as open_clip (their reference) does, unless only the
+/// converted weights are there.
+pub(crate) const OPENCLIP_FAMILY: family::Family = family::Family {
+    name: "open_clip",
+    marker: "open_clip_config.json",
+    detect: is_openclip,
+    load: |dir, options| {
+        boxed(ImageTextModel::load_openclip(
+            dir,
+            &family::parse_options(options)?,
+        ))
+    },
+};
+
+fn is_openclip(dir: &Path) -> bool {
+    let has = |name: &str| dir.join(name).is_file();
+    has("open_clip_config.json")
+        && (OPENCLIP_WEIGHTS.iter().any(|name| has(name)) || !has("config.json"))
+}
+
+/// Weights files of an OpenCLIP folder, in order of preference.
+const OPENCLIP_WEIGHTS: &[&str] = &["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
+
 /// The CLIP family: a transformers folder whose `config.json` says `model_type: "clip"`.
 pub(crate) const CLIP_FAMILY: family::Family = family::Family {
     name: "clip",
@@ -119,19 +144,6 @@ pub(crate) const CLIP_FAMILY: family::Family = family::Family {
     detect: |dir| family::config_model_type(dir).as_deref() == Some("clip"),
     load: |dir, options| {
         boxed(ImageTextModel::load_clip(
-            dir,
-            &family::parse_options(options)?,
-        ))
-    },
-};
-
-/// The OpenCLIP family: a folder with `open_clip_config.json`.
-pub(crate) const OPENCLIP_FAMILY: family::Family = family::Family {
-    name: "open_clip",
-    marker: "open_clip_config.json",
-    detect: |dir| dir.join("open_clip_config.json").is_file(),
-    load: |dir, options| {
-        boxed(ImageTextModel::load_openclip(
             dir,
             &family::parse_options(options)?,
         ))
@@ -165,7 +177,7 @@ impl ImageTextModel {
         let model = ClipModel::load(checkpoint.var_builder(), &config, pooling)
             .map_err(|e| checkpoint.error(e))?;
         let text = &config.text_config;
-        let tokenizer = tokenizer(dir, text.max_position_embeddings, text.eos_token_id)?;
+        let tokenizer = tokenizer(dir, text.max_position_embeddings)?;
         let preprocess = clip_preprocess(&dir.join("preprocessor_config.json"))?;
         Ok(Self::new(
             Towers::Clip(model),
@@ -183,14 +195,11 @@ impl ImageTextModel {
         let config: OpenClipConfig = read_json(&config_path)?;
         let (clip_config, pooling) = config.to_clip(&config_path)?;
         let preprocess = config.preprocess(&config_path, clip_config.vision_config.image_size)?;
-        let mut checkpoint = Checkpoint::read_first(
-            dir,
-            &["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
-        )?;
+        let mut checkpoint = Checkpoint::read_first(dir, OPENCLIP_WEIGHTS)?;
         openclip::rename_to_clip(&mut checkpoint, config.model_cfg.custom_text)?;
         let model = ClipModel::load(checkpoint.var_builder(), &clip_config, pooling)
             .map_err(|e| checkpoint.error(e))?;
-        let tokenizer = tokenizer(dir, clip_config.text_config.max_position_embeddings, 0)?;
+        let tokenizer = tokenizer(dir, clip_config.text_config.max_position_embeddings)?;
         Ok(Self::new(
             Towers::Clip(model),
             preprocess,
@@ -209,11 +218,7 @@ impl ImageTextModel {
         let model = BlipModel::load(&mut checkpoint, &config)?;
         let tokenizer = if model.has_text() {
             let text = &config.text_config;
-            Some(tokenizer(
-                dir,
-                text.max_position_embeddings,
-                text.pad_token_id,
-            )?)
+            Some(tokenizer(dir, text.max_position_embeddings)?)
         } else {
             None
         };
@@ -385,7 +390,7 @@ fn read_clip_config(path: &Path) -> Result<ClipConfig, Error> {
 /// `dir/tokenizer.json`, truncating at `tokenizer_config.json`'s `model_max_length` when that is
 /// shorter than the model's context (what `truncation=True` does in transformers), else at the
 /// context length.
-fn tokenizer(dir: &Path, context: usize, pad_id: u32) -> Result<Tokenizer, Error> {
+fn tokenizer(dir: &Path, context: usize) -> Result<Tokenizer, Error> {
     #[derive(Deserialize)]
     struct TokenizerConfig {
         model_max_length: Option<f64>,
@@ -401,7 +406,8 @@ fn tokenizer(dir: &Path, context: usize, pad_id: u32) -> Result<Tokenizer, Error
     } else {
         context
     };
-    let (tokenizer, _) = load_tokenizer(&dir.join("tokenizer.json"), max_length, pad_id)?;
+    // Batches are padded by the towers themselves, so the declared pad id is not needed.
+    let (tokenizer, _) = load_tokenizer(&dir.join("tokenizer.json"), max_length, 0)?;
     Ok(tokenizer)
 }
 
@@ -428,6 +434,27 @@ mod tests {
         assert_eq!(config.vision_config.patch_size, 14);
         assert_eq!(config.vision_config.image_size, 336);
         assert_eq!(config.projection_dim, 768);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn openclip_folders_with_a_transformers_conversion_load_as_open_clip() {
+        let dir =
+            std::env::temp_dir().join(format!("embedlab-openclip-detect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let touch = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        touch("open_clip_config.json", "{}");
+        assert!(
+            is_openclip(&dir),
+            "no config.json: open_clip, which names its missing weights"
+        );
+        touch("config.json", r#"{"model_type": "clip"}"#);
+        touch("model.safetensors", "");
+        assert!(!is_openclip(&dir), "only the transformers weights: CLIP");
+        assert_eq!(family::detect(&dir).name, "clip");
+        touch("open_clip_pytorch_model.bin", "");
+        assert!(is_openclip(&dir));
+        assert_eq!(family::detect(&dir).name, "open_clip");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
