@@ -33,12 +33,21 @@ pub enum Error {
     /// pooling mode).
     #[error("{path}: {message}", path = path.display())]
     Unsupported { path: PathBuf, message: String },
+    /// The `options` object did not parse (an unknown key, a wrong type).
+    #[error("options: {0}")]
+    Options(String),
+    /// The model does not take this kind of input.
+    #[error("this model does not encode {0}")]
+    Modality(&'static str),
     /// An option had an invalid value.
     #[error("option {name}: {message}")]
     Option { name: &'static str, message: String },
     /// The output buffer does not hold exactly `texts × dim` values.
     #[error("output buffer holds {actual} values, expected {expected}")]
     OutputSize { expected: usize, actual: usize },
+    /// An input image was rejected (inconsistent or empty) or could not be preprocessed.
+    #[error("image {index}: {message}")]
+    BadImage { index: usize, message: String },
     /// Tokenizing an input text failed.
     #[error("tokenizing input: {0}")]
     Tokenize(#[source] tokenizers::Error),

@@ -1,5 +1,9 @@
-//! `embedlab-candle`: sentence-transformer text encoders on the CPU with
+//! `embedlab-candle`: text and image encoders on the CPU with
 //! [candle](https://github.com/huggingface/candle), packaged as an embedlab plugin.
+//!
+//! Model families live side by side ([`family::FAMILIES`]); the plugin detects a folder's family
+//! from its files. Image families share [`vision`]: preprocessing described by the model's
+//! configuration (PIL-exact resampling) and batching ([`vision::ImageEncoder`]).
 //!
 //! The central type is [`SentenceTransformer`]: it loads a sentence-transformers model folder
 //! (`modules.json`, `config.json`, `tokenizer.json`, `model.safetensors`, `1_Pooling/`) and turns
@@ -20,18 +24,32 @@
 //! through [`mpnet`], a port of transformers' `modeling_mpnet.py`. Pooling: cls, max, mean and
 //! mean-sqrt-len, concatenated as sentence-transformers does; an optional Normalize module.
 //!
+//! Jointly trained image-text models ([`ImageTextModel`], texts and images into one space):
+//! CLIP in the transformers layout ([`clip`]), OpenCLIP checkpoints renamed onto it
+//! ([`openclip`]), and BLIP ([`blip`]: its ViT renamed onto CLIP's, its unimodal text encoder
+//! through candle-transformers' BERT).
+//!
 //! Threading: candle's matrix products use all cores (rayon), so batches run one after another.
 //!
 //! The library is also the embedlab plugin `candle` (`libembedlab_candle.so`, see [`Candle`]).
 
 #![deny(unsafe_code)]
 
+pub mod blip;
+pub mod checkpoint;
+pub mod clip;
 mod error;
+pub mod family;
+mod files;
+mod image_text;
 pub mod mpnet;
+pub mod openclip;
 mod plugin;
 mod sentence;
+pub mod vision;
 
 pub use error::Error;
+pub use image_text::{ImageTextModel, ImageTextOptions};
 pub use plugin::{Candle, CandleEncoder};
 pub use sentence::{Options, Pooling, PoolingConfig, SentenceTransformer, normalize};
 

@@ -1,24 +1,24 @@
-//! The embedlab plugin `candle` (`libembedlab_candle.so`): [`SentenceTransformer`] behind the
-//! `embedlab-plugin` SDK.
+//! The embedlab plugin `candle` (`libembedlab_candle.so`): every model family of this crate
+//! behind the `embedlab-plugin` SDK.
 //!
-//! Config: `{"model": id, "model_dir": "/abs/dir", "options": {"batch_size": 64}}`. The model id
-//! is informational (the engine resolved it to `model_dir`); any sentence-transformers folder of a
-//! BERT-family or MPNet model loads, and [`Candle::models`] lists the two that are tested against
-//! the Python library. `options` are [`Options`]; an unknown key is a config error.
+//! Config: `{"model": id, "model_dir": "/abs/dir", "options": {...}}`. The model id is
+//! informational (the engine resolved it to `model_dir`); the folder's family is detected from its
+//! files ([`crate::family::detect`]) and `options` are that family's (`{"batch_size": 64}` for
+//! sentence-transformers; an unknown key is a config error). [`Candle::models`] lists the models
+//! that are tested against their Python references.
 
-use embedlab_plugin::{
-    Config, Description, Encoder, Modality, ModelInfo, Plugin, PluginError, serde_json,
-};
+use embedlab_plugin::{Config, Description, Encoder, Image, ModelInfo, Plugin, PluginError};
 
 use crate::error::Error;
-use crate::sentence::{Options, SentenceTransformer};
+use crate::family::{self, Model};
 
 /// The plugin.
 pub struct Candle;
 
-/// Its encoder: a loaded model and the description made at load.
+/// Its encoder: a loaded model of some family and the description made at load.
 pub struct CandleEncoder {
-    model: SentenceTransformer,
+    model: Box<dyn Model>,
+    description: Description,
 }
 
 impl Plugin for Candle {
@@ -36,6 +36,25 @@ impl Plugin for Candle {
                 "sentence-transformers/all-mpnet-base-v2",
                 "MPNet-base, 768-d, mean pooling, normalised; 109M parameters",
             ),
+            ModelInfo::new(
+                "openai/clip-vit-base-patch32",
+                "CLIP ViT-B/32 (transformers layout), texts and images, 512-d, normalised; \
+                 parity-tested on tiny random CLIP models",
+            ),
+            ModelInfo::new(
+                "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+                "OpenCLIP ViT-B-32 (open_clip layout), texts and images, 512-d, normalised; \
+                 parity-tested on tiny random open_clip models",
+            ),
+            ModelInfo::new(
+                "Salesforce/blip-itm-base-coco",
+                "BLIP retrieval (ITC features), texts and images, 256-d, normalised; \
+                 parity-tested on tiny random BLIP models",
+            ),
+            ModelInfo::new(
+                "efficientnet-lite0",
+                "EfficientNet-Lite0 (ImageNet-1k), images: 1280-d pooled features or 1000 logits; 4.7M parameters",
+            ),
         ]
     }
 
@@ -43,42 +62,44 @@ impl Plugin for Candle {
         let config = Config::parse(config)?;
         let Some(dir) = config.model_dir else {
             return Err(PluginError::bad_config(format!(
-                "model {:?}: `model_dir` is required (a sentence-transformers folder)",
+                "model {:?}: `model_dir` is required (the model's folder)",
                 config.model
             )));
         };
-        let options: Options = serde_json::from_value(serde_json::Value::Object(config.options))
-            .map_err(|e| {
-                PluginError::bad_config(format!("model {:?}: options: {e}", config.model))
-            })?;
-        let model = SentenceTransformer::load(&dir, &options).map_err(|err| {
+        let family = family::detect(&dir);
+        let model = (family.load)(&dir, config.options).map_err(|err| {
             let message = format!("model {:?}: {err}", config.model);
             match err {
-                Error::Option { .. } | Error::Unsupported { .. } => {
+                Error::Option { .. } | Error::Options(_) | Error::Unsupported { .. } => {
                     PluginError::bad_config(message)
                 }
                 _ => PluginError::model_unavailable(message),
             }
         })?;
-        Ok(CandleEncoder { model })
+        let description = model.describe();
+        Ok(CandleEncoder { model, description })
     }
 }
 
 impl Encoder for CandleEncoder {
     fn describe(&self) -> Description {
-        Description {
-            modalities: vec![Modality::Text],
-            dim: self.model.dim(),
-            parameters: self.model.parameters(),
-            weights_digest: self.model.weights_digest().to_owned(),
-        }
+        self.description.clone()
     }
 
     fn encode_texts(&mut self, texts: &[&str], out: &mut [f32]) -> Result<(), PluginError> {
-        self.model.encode_into(texts, out).map_err(|err| match err {
-            Error::Tokenize(_) => PluginError::bad_input(err.to_string()),
-            _ => PluginError::internal(err.to_string()),
-        })
+        self.model.encode_texts(texts, out).map_err(encode_error)
+    }
+
+    fn encode_images(&mut self, images: &[Image<'_>], out: &mut [f32]) -> Result<(), PluginError> {
+        self.model.encode_images(images, out).map_err(encode_error)
+    }
+}
+
+fn encode_error(err: Error) -> PluginError {
+    match err {
+        Error::Tokenize(_) | Error::BadImage { .. } => PluginError::bad_input(err.to_string()),
+        Error::Modality(_) => PluginError::unsupported(err.to_string()),
+        _ => PluginError::internal(err.to_string()),
     }
 }
 

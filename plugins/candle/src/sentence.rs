@@ -15,16 +15,20 @@
 //!   so results do not depend on batch size or order beyond float rounding.
 
 use std::cmp::Reverse;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use candle_core::{D, DType, Device, IndexOp, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{D, Device, IndexOp, Tensor};
 use candle_transformers::models::bert::{self, BertModel};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
+use embedlab_plugin::{Description, Modality};
+
 use crate::error::Error;
+use crate::family::{self, Family, Model};
+#[cfg(test)]
+use crate::files::sha256_digest;
+use crate::files::{Weights, load_safetensors, read_json, unsupported};
 use crate::mpnet::{self, MPNetModel};
 
 /// Run-time options, as they appear under `"options"` in a plugin configuration.
@@ -38,6 +42,38 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self { batch_size: 64 }
+    }
+}
+
+/// The sentence-transformers family: a folder with `modules.json`.
+pub(crate) const FAMILY: Family = Family {
+    name: "sentence-transformers",
+    marker: "modules.json",
+    detect: has_modules_json,
+    load: load_boxed,
+};
+
+fn has_modules_json(dir: &Path) -> bool {
+    dir.join("modules.json").is_file()
+}
+
+fn load_boxed(dir: &Path, options: family::Options) -> Result<Box<dyn Model>, Error> {
+    let options: Options = family::parse_options(options)?;
+    Ok(Box::new(SentenceTransformer::load(dir, &options)?))
+}
+
+impl Model for SentenceTransformer {
+    fn describe(&self) -> Description {
+        Description {
+            modalities: vec![Modality::Text],
+            dim: self.dim(),
+            parameters: self.parameters(),
+            weights_digest: self.weights_digest().to_owned(),
+        }
+    }
+
+    fn encode_texts(&self, texts: &[&str], out: &mut [f32]) -> Result<(), Error> {
+        self.encode_into(texts, out)
     }
 }
 
@@ -136,21 +172,11 @@ impl SentenceTransformer {
         let device = Device::Cpu;
         let config_path = transformer_dir.join("config.json");
         let weights_path = transformer_dir.join("model.safetensors");
-        let weights = std::fs::read(&weights_path).map_err(|source| Error::Io {
-            path: weights_path.clone(),
-            source,
-        })?;
-        let parameters = count_parameters(&weights).map_err(|source| Error::Weights {
-            path: weights_path.clone(),
-            source,
-        })?;
-        let weights_digest = sha256_digest(&weights);
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device).map_err(
-            |source| Error::Weights {
-                path: weights_path.clone(),
-                source,
-            },
-        )?;
+        let Weights {
+            vb,
+            parameters,
+            digest: weights_digest,
+        } = load_safetensors(&weights_path, &device)?;
         let weights_error = |source| Error::Weights {
             path: weights_path.clone(),
             source,
@@ -330,28 +356,10 @@ impl SentenceTransformer {
     }
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn unsupported(path: &Path, message: String) -> Error {
-    Error::Unsupported {
-        path: PathBuf::from(path),
-        message,
-    }
-}
-
 /// Loads `tokenizer.json` with its padding switched off (batches are padded here, to their
 /// longest text) and truncation at `max_seq_length`, as sentence-transformers calls it. Returns
 /// the tokenizer and the pad id it declared (or `fallback_pad_id` when it declared none).
-fn load_tokenizer(
+pub(crate) fn load_tokenizer(
     path: &Path,
     max_seq_length: usize,
     fallback_pad_id: u32,
@@ -372,47 +380,6 @@ fn load_tokenizer(
         }))
         .map_err(tokenizer_error)?;
     Ok((tokenizer, pad_id))
-}
-
-/// `sha256:<hex>`, the form the engine's model store uses.
-fn sha256_digest(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    use std::fmt::Write;
-    let hash = Sha256::digest(bytes);
-    let mut text = String::with_capacity(7 + 2 * hash.len());
-    text.push_str("sha256:");
-    for byte in hash.iter() {
-        write!(text, "{byte:02x}").expect("writing to a String cannot fail");
-    }
-    text
-}
-
-/// Floating-point elements in a safetensors buffer (integer buffers such as BERT's saved
-/// `position_ids` are not parameters).
-fn count_parameters(weights: &[u8]) -> candle_core::Result<u64> {
-    use safetensors::Dtype;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(weights)
-        .map_err(|err| candle_core::Error::Msg(format!("safetensors header: {err}")))?;
-    let total = metadata
-        .tensors()
-        .values()
-        .filter(|info| {
-            !matches!(
-                info.dtype,
-                Dtype::BOOL
-                    | Dtype::U8
-                    | Dtype::I8
-                    | Dtype::I16
-                    | Dtype::U16
-                    | Dtype::I32
-                    | Dtype::U32
-                    | Dtype::I64
-                    | Dtype::U64
-            )
-        })
-        .map(|info| info.shape.iter().product::<usize>() as u64)
-        .sum();
-    Ok(total)
 }
 
 // Reference: https://github.com/UKPLab/sentence-transformers/blob/01d5ae387b49838059bb9323ea93e7cbed1c4862/sentence_transformers/models/Pooling.py

@@ -1,0 +1,15 @@
+//! What the image encoders share: turning decoded RGB8 images into the normalised `(N, 3, H, W)`
+//! tensor a vision model takes, as its configuration (not code) describes.
+//!
+//! [`Preprocess`] reproduces the Python pipelines the models were trained and published with:
+//! PIL's resampling (bit-exact on the same input pixels), transformers' and torchvision's size
+//! and crop rules, then rescale and per-channel normalisation.
+
+mod encoder;
+mod preprocess;
+mod resample;
+
+pub use encoder::{ImageEncoder, VisionModel};
+
+pub use preprocess::{CropRule, Normalize, Preprocess, Resize, Rgb8, Size};
+pub use resample::{Resample, resize_rgb8};
