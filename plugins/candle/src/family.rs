@@ -50,6 +50,7 @@ pub const FAMILIES: &[Family] = &[
     crate::image_text::OPENCLIP_FAMILY,
     crate::image_text::CLIP_FAMILY,
     crate::image_text::BLIP_FAMILY,
+    crate::vit::FAMILY,
 ];
 
 /// The family of the model folder `dir`: the first whose marker it has; else, when its

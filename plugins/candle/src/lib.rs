@@ -47,6 +47,7 @@ pub mod openclip;
 mod plugin;
 mod sentence;
 pub mod vision;
+pub mod vit;
 
 pub use error::Error;
 pub use image_text::{ImageTextModel, ImageTextOptions};

@@ -1,5 +1,7 @@
 //! Where the real weights are, for the tests that need them.
 
+#![allow(dead_code)] // each test file uses its own subset
+
 use std::path::PathBuf;
 
 /// The folder of `name` (`all-MiniLM-L6-v2`) under `$EMBEDLAB_TEST_MODELS`, either as
