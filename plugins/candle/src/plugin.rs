@@ -52,6 +52,11 @@ impl Plugin for Candle {
                  parity-tested on tiny random BLIP models",
             ),
             ModelInfo::new(
+                "google/vit-base-patch16-224",
+                "ViT-B/16 (transformers layout), images: 768-d [CLS] features or ImageNet logits; \
+                 parity-tested on tiny random ViT models",
+            ),
+            ModelInfo::new(
                 "efficientnet-lite0",
                 "EfficientNet-Lite0 (ImageNet-1k), images: 1280-d pooled features or 1000 logits; 4.7M parameters",
             ),
