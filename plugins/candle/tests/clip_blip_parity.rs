@@ -16,8 +16,6 @@
 //! `../shared/data/coco-sample/images` relative to the repo root; without them the end-to-end
 //! image checks print "skipped: ..." and pass.
 
-// Only `cosine` is used here.
-#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};
