@@ -45,7 +45,12 @@ pub type Loader = fn(&Path, Options) -> Result<Box<dyn Model>, Error>;
 
 /// Every family, in the order they are tried. The first is also the fallback for a folder that
 /// no family recognises (its loader then names the file it expected).
-pub const FAMILIES: &[Family] = &[crate::sentence::FAMILY];
+// One family per line, so adding one is a one-line change that merges cleanly.
+#[rustfmt::skip]
+pub const FAMILIES: &[Family] = &[
+    crate::sentence::FAMILY,
+    crate::efficientnet_lite::FAMILY,
+];
 
 /// The family of the model folder `dir`: the first whose marker it has, else the first family.
 pub fn detect(dir: &Path) -> &'static Family {

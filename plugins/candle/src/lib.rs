@@ -30,6 +30,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod efficientnet_lite;
 mod error;
 pub mod family;
 mod files;
