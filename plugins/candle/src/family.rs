@@ -45,8 +45,11 @@ pub type Loader = fn(&Path, Options) -> Result<Box<dyn Model>, Error>;
 
 /// Every family, in the order they are tried. The first is also the fallback for a folder that
 /// no family recognises (its loader then names the file it expected).
+// One family per line, so adding one is a one-line change that merges cleanly.
+#[rustfmt::skip]
 pub const FAMILIES: &[Family] = &[
     crate::sentence::FAMILY,
+    crate::efficientnet_lite::FAMILY,
     crate::image_text::OPENCLIP_FAMILY,
     crate::image_text::CLIP_FAMILY,
     crate::image_text::BLIP_FAMILY,

@@ -38,6 +38,7 @@
 pub mod blip;
 pub mod checkpoint;
 pub mod clip;
+pub mod efficientnet_lite;
 mod error;
 pub mod family;
 mod files;
