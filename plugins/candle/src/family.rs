@@ -50,6 +50,7 @@ pub type Loader = fn(&Path, Options) -> Result<Box<dyn Model>, Error>;
 pub const FAMILIES: &[Family] = &[
     crate::sentence::FAMILY,
     crate::efficientnet_lite::FAMILY,
+    crate::vit::FAMILY,
 ];
 
 /// The family of the model folder `dir`: the first whose marker it has, else the first family.

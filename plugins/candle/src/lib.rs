@@ -38,6 +38,7 @@ pub mod mpnet;
 mod plugin;
 mod sentence;
 pub mod vision;
+pub mod vit;
 
 pub use error::Error;
 pub use plugin::{Candle, CandleEncoder};
