@@ -467,7 +467,7 @@ fn insert(target: &mut Value, items: Vec<Value>, at: usize) -> Result<(), TorchE
     let Value::Dict(dict) = target else {
         return Err(pickle_error(at, "SETITEM on a non-dict"));
     };
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(pickle_error(at, "SETITEMS with an odd number of items"));
     }
     let mut dict = dict.borrow_mut();

@@ -203,9 +203,7 @@ fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
 
 /// A convolution with its batch norm folded in (`weight × γ/σ`, `β − μ·γ/σ`), then ReLU6 or not.
 struct ConvBn {
-    kind: ConvKind,
-    /// The depthwise kernel as the custom op takes it (built once, at load).
-    depthwise: Option<Depthwise>,
+    op: Op,
     /// `(c_out, c_in / groups, k, k)`.
     weight: Tensor,
     bias: Tensor,
@@ -213,11 +211,20 @@ struct ConvBn {
     relu6: bool,
 }
 
+/// Which convolution a checkpoint tensor is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ConvKind {
     Full,
     Pointwise,
     Depthwise,
+}
+
+/// How a [`ConvBn`] runs: candle's convolution, a matrix product, or our depthwise op (its
+/// kernel copied out once, at load).
+enum Op {
+    Full,
+    Pointwise,
+    Depthwise(Depthwise),
 }
 
 impl ConvBn {
@@ -252,19 +259,19 @@ impl ConvBn {
         stride: usize,
         relu6: bool,
     ) -> candle_core::Result<ConvBn> {
-        let depthwise = match kind {
-            ConvKind::Depthwise => Some(Depthwise {
+        let op = match kind {
+            ConvKind::Full => Op::Full,
+            ConvKind::Pointwise => Op::Pointwise,
+            ConvKind::Depthwise => Op::Depthwise(Depthwise {
                 kernel: weight.dim(2)?,
                 stride,
                 weights: weight.flatten_all()?.to_vec1()?,
                 bias: bias.to_vec1()?,
                 relu6,
             }),
-            _ => None,
         };
         Ok(ConvBn {
-            kind,
-            depthwise,
+            op,
             weight,
             bias,
             stride,
@@ -273,12 +280,9 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(op) = &self.depthwise {
-            return x.contiguous()?.apply_op1_no_bwd(op);
-        }
-        let y = match self.kind {
-            ConvKind::Depthwise => unreachable!("depthwise convolutions carry their op"),
-            ConvKind::Pointwise => {
+        let y = match &self.op {
+            Op::Depthwise(op) => return x.contiguous()?.apply_op1_no_bwd(op),
+            Op::Pointwise => {
                 let (n, c, h, w) = x.dims4()?;
                 let c_out = self.weight.dim(0)?;
                 let kernel = self.weight.reshape((c_out, c))?;
@@ -286,7 +290,7 @@ impl ConvBn {
                     .broadcast_matmul(&x.reshape((n, c, h * w))?)?
                     .reshape((n, c_out, h, w))?
             }
-            ConvKind::Full => {
+            Op::Full => {
                 let (_, _, h, w) = x.dims4()?;
                 let k = self.weight.dim(2)?;
                 let (top, bottom) = same_padding(h, k, self.stride);
