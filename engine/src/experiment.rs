@@ -74,9 +74,12 @@ pub fn run(
     let mut failed: Vec<FailedRun> = plan
         .broken
         .iter()
-        .map(|(name, e)| FailedRun {
-            name: name.clone(),
-            error: e.to_string(),
+        .map(|(name, e)| {
+            progress.warn(&format!("run \"{name}\" failed: {e}"));
+            FailedRun {
+                name: name.clone(),
+                error: e.to_string(),
+            }
         })
         .collect();
     for run_plan in &plan.runs {

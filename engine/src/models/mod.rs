@@ -593,7 +593,7 @@ impl ModelStore {
                 ModelError::NotAvailable {
                     id: id.to_string(),
                     entry: self.root.join(&entry),
-                    cause: cause.strip_prefix(&prefix).unwrap_or(&cause).to_string(),
+                    cause: short_cause(cause.strip_prefix(&prefix).unwrap_or(&cause)),
                 }
             })?;
             return self.finish(id, staging, &manifest, SourceKind::Hub);
@@ -808,4 +808,47 @@ pub(crate) fn check_id(id: &str) -> Result<(), String> {
         return Err("'--' is not allowed".to_string());
     }
     Ok(())
+}
+
+/// A hub failure as reports should keep it: the common offline case in plain words, anything else
+/// without the addresses it contacted (reports get shared; the URL adds nothing the id does not).
+fn short_cause(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("dns") || lower.contains("lookup address") {
+        return "the hub's host name does not resolve: no network here".to_string();
+    }
+    let words: Vec<&str> = message
+        .split_whitespace()
+        .filter(|w| !w.contains("://") && !is_host_port(w))
+        .collect();
+    words.join(" ")
+}
+
+/// `'host.example:443'`-style tokens (with any quotes and trailing punctuation).
+fn is_host_port(word: &str) -> bool {
+    let word = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    word.rsplit_once(':').is_some_and(|(host, port)| {
+        host.contains('.') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::short_cause;
+
+    #[test]
+    fn hub_causes_lose_their_addresses() {
+        assert_eq!(
+            short_cause(
+                "hub: listing files: request error: https://h.example/api/x: Dns Failed: resolve dns name 'h.example:443': failed"
+            ),
+            "the hub's host name does not resolve: no network here"
+        );
+        assert_eq!(
+            short_cause(
+                "hub: listing files: request error: http://127.0.0.1:9/api/x: Connection Failed: Connect error: Connection refused (os error 111)"
+            ),
+            "hub: listing files: request error: Connection Failed: Connect error: Connection refused (os error 111)"
+        );
+    }
 }

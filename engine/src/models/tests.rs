@@ -660,13 +660,17 @@ fn an_unreachable_hub_is_a_clean_one_line_error() {
         .to_string();
     assert!(
         error.starts_with(
-            "model someone/unknown-model: weights not available here: not in the model store, and fetching from the hub failed (hub: listing files: "
+            "model someone/unknown-model: weights not available here: not in the model store, and fetching from the hub failed ("
         ),
         "{error}"
     );
     assert!(
         error.contains("`embedlab models fetch someone/unknown-model`"),
         "{error}"
+    );
+    assert!(
+        !error.contains("://"),
+        "no addresses in messages reports keep: {error}"
     );
     assert!(!error.contains('\n'));
 

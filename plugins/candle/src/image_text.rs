@@ -29,7 +29,7 @@ use crate::family::{self, Model};
 use crate::files::read_json;
 use crate::openclip::{self, OpenClipConfig};
 use crate::sentence::{load_tokenizer, normalize};
-use crate::vision::{ImageEncoder, Preprocess, Resize, VisionModel};
+use crate::vision::{ImageEncoder, Preprocess, VisionModel};
 
 /// Run-time options, as they appear under `"options"` in a plugin configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -178,7 +178,7 @@ impl ImageTextModel {
             .map_err(|e| checkpoint.error(e))?;
         let text = &config.text_config;
         let tokenizer = tokenizer(dir, text.max_position_embeddings)?;
-        let preprocess = clip_preprocess(&dir.join("preprocessor_config.json"))?;
+        let preprocess = Preprocess::from_hf_config(&dir.join("preprocessor_config.json"))?;
         Ok(Self::new(
             Towers::Clip(model),
             preprocess,
@@ -339,29 +339,6 @@ fn check(options: &ImageTextOptions) -> Result<(), Error> {
         });
     }
     Ok(())
-}
-
-/// The preprocessing of a CLIP folder. Its processor is always transformers'
-/// `CLIPImageProcessor`, which reads an integer `size` as the shortest edge
-/// (`get_size_dict(default_to_square=False)`). openai's folders still name it by the older key
-/// `feature_extractor_type: "CLIPFeatureExtractor"`, which [`Preprocess::from_hf_config`] does
-/// not read (it would squash the image to a square), so the integer is applied here.
-fn clip_preprocess(path: &Path) -> Result<Preprocess, Error> {
-    #[derive(Deserialize)]
-    struct IntSize {
-        size: Option<serde_json::Value>,
-    }
-    let mut preprocess = Preprocess::from_hf_config(path)?;
-    let config: IntSize = read_json(path)?;
-    let shortest = config.size.as_ref().and_then(serde_json::Value::as_u64);
-    if let (Some(side), Some(_)) = (shortest, preprocess.resize) {
-        let side = u32::try_from(side).map_err(|_| Error::Unsupported {
-            path: path.to_owned(),
-            message: format!("size {side} is too large"),
-        })?;
-        preprocess.resize = Some(Resize::ShortestEdge(side));
-    }
-    Ok(preprocess)
 }
 
 /// `config.json` of a CLIP checkpoint. Configs saved by transformers before v4.30 repeat the

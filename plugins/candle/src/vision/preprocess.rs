@@ -286,6 +286,8 @@ mod hf {
     #[derive(Debug, Deserialize)]
     pub(super) struct ImageProcessor {
         image_processor_type: Option<String>,
+        /// The older name of the same key, still in openai's CLIP folders.
+        feature_extractor_type: Option<String>,
         do_resize: Option<bool>,
         size: Option<SizeSpec>,
         resample: Option<u64>,
@@ -335,8 +337,8 @@ mod hf {
         /// CLIP's processor reads an int `size` as the shortest edge; the others as a square
         /// (transformers' `get_size_dict(default_to_square=...)`).
         fn int_size_is_shortest_edge(&self) -> bool {
-            self.image_processor_type
-                .as_deref()
+            let kind = self.image_processor_type.as_ref();
+            kind.or(self.feature_extractor_type.as_ref())
                 .is_some_and(|t| t.starts_with("CLIP"))
         }
 
