@@ -16,12 +16,12 @@ use std::path::Path;
 use candle_core::{CpuStorage, CustomOp1, D, Device, Layout, Shape, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::Error;
 use crate::family::{self, Family, Model};
 use crate::files::{load_safetensors, read_json, unsupported};
-use crate::vision::{ImageEncoder, Preprocess, VisionModel};
+use crate::vision::{ClassifierOptions, ImageEncoder, Output, Preprocess, VisionModel};
 
 /// `config.json` of an EfficientNet-Lite store entry; the keys are EfficientNet-PyTorch's
 /// `GlobalParams` and its block strings.
@@ -46,17 +46,6 @@ pub struct Config {
 
 fn default_divisor() -> usize {
     8
-}
-
-/// What the network returns per image.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Output {
-    /// Global-average-pooled head activations (1280-d).
-    #[default]
-    Features,
-    /// The classifier's logits (`num_classes`).
-    Logits,
 }
 
 /// One stage, as a block string describes it.
@@ -560,25 +549,6 @@ fn is_efficientnet_lite(dir: &Path) -> bool {
     family::config_model_type(dir).as_deref() == Some(MODEL_TYPE)
 }
 
-/// Plugin options of this family.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Options {
-    /// Images per forward pass. Default 32.
-    batch_size: usize,
-    /// Overrides the config's `output`.
-    output: Option<Output>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            batch_size: 32,
-            output: None,
-        }
-    }
-}
-
 /// Loads the folder as an image encoder.
 pub fn load_encoder(dir: &Path, options: family::Options) -> Result<Box<dyn Model>, Error> {
     Ok(Box::new(load_image_encoder(dir, options)?))
@@ -589,13 +559,7 @@ pub fn load_image_encoder(
     dir: &Path,
     options: family::Options,
 ) -> Result<ImageEncoder<EfficientNetLiteOutput>, Error> {
-    let options: Options = family::parse_options(options)?;
-    if options.batch_size == 0 {
-        return Err(Error::Option {
-            name: "batch_size",
-            message: "must be at least 1".into(),
-        });
-    }
+    let options = ClassifierOptions::parse(options)?;
     let config_path = dir.join("config.json");
     let config: Config = read_json(&config_path)?;
     if config.model_type != MODEL_TYPE {

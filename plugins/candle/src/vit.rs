@@ -18,18 +18,7 @@ use serde::Deserialize;
 use crate::error::Error;
 use crate::family::{self, Family, Model};
 use crate::files::{load_safetensors, read_json, unsupported};
-use crate::vision::{ImageEncoder, Preprocess, VisionModel};
-
-/// What the network returns per image.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Output {
-    /// The [CLS] token after the final layer norm.
-    #[default]
-    Features,
-    /// The classifier's logits (classification checkpoints only).
-    Logits,
-}
+use crate::vision::{ClassifierOptions, ImageEncoder, Output, Preprocess, VisionModel};
 
 /// The parts of `config.json` beyond candle's [`vit::Config`].
 #[derive(Debug, Deserialize)]
@@ -110,24 +99,6 @@ fn is_vit(dir: &Path) -> bool {
     family::config_model_type(dir).as_deref() == Some("vit")
 }
 
-/// Plugin options of this family.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Options {
-    /// Images per forward pass. Default 32.
-    batch_size: usize,
-    output: Output,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            batch_size: 32,
-            output: Output::Features,
-        }
-    }
-}
-
 /// Loads the folder as an image encoder.
 pub fn load_encoder(dir: &Path, options: family::Options) -> Result<Box<dyn Model>, Error> {
     Ok(Box::new(load_image_encoder(dir, options)?))
@@ -138,13 +109,8 @@ pub fn load_image_encoder(
     dir: &Path,
     options: family::Options,
 ) -> Result<ImageEncoder<Vit>, Error> {
-    let options: Options = family::parse_options(options)?;
-    if options.batch_size == 0 {
-        return Err(Error::Option {
-            name: "batch_size",
-            message: "must be at least 1".into(),
-        });
-    }
+    let options = ClassifierOptions::parse(options)?;
+    let output = options.output.unwrap_or_default();
     let config_path = dir.join("config.json");
     let config: vit::Config = read_json(&config_path)?;
     let classes = read_json::<Labels>(&config_path)?.id2label.len();
@@ -158,13 +124,12 @@ pub fn load_image_encoder(
     let device = Device::Cpu;
     let weights_path = dir.join("model.safetensors");
     let weights = load_safetensors(&weights_path, &device)?;
-    let model = Vit::load(weights.vb, &config, classes, options.output).map_err(|source| {
-        Error::Weights {
+    let model =
+        Vit::load(weights.vb, &config, classes, output).map_err(|source| Error::Weights {
             path: weights_path.clone(),
             source,
-        }
-    })?;
-    let dim = match options.output {
+        })?;
+    let dim = match output {
         Output::Features => config.hidden_size,
         Output::Logits => classes,
     };

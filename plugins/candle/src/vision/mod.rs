@@ -6,10 +6,12 @@
 //! and crop rules, then rescale and per-channel normalisation.
 
 mod encoder;
+mod options;
 mod preprocess;
 mod resample;
 
 pub use encoder::{ImageEncoder, VisionModel};
+pub use options::{ClassifierOptions, Output};
 
 pub use preprocess::{CropRule, Normalize, Preprocess, Resize, Rgb8, Size};
 pub use resample::{Resample, resize_rgb8};
