@@ -51,58 +51,67 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let end_to_end = || -> Result<(), Box<dyn std::error::Error>> {
         for chunk in jpegs.chunks(batch_size) {
-            let decoded: Vec<image::RgbImage> = chunk
-                .par_iter()
-                .map(|bytes| image::load_from_memory(bytes).map(|i| i.to_rgb8()))
-                .collect::<Result<_, _>>()?;
-            let images: Vec<Image> = decoded
-                .iter()
-                .map(|d| Image {
-                    width: d.width(),
-                    height: d.height(),
-                    rgb: d.as_raw(),
-                })
-                .collect();
-            encoder.encode(&images)?;
+            let decoded = decode(chunk)?;
+            encoder.encode(&as_images(&decoded))?;
         }
         Ok(())
     };
     end_to_end()?;
-    for run in 1..=runs {
-        let start = Instant::now();
-        end_to_end()?;
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "end to end run {run}: {secs:.2}s, {:.1} images/s",
-            jpegs.len() as f64 / secs
-        );
-    }
+    timed("end to end", runs, jpegs.len(), end_to_end)?;
 
     let mut batches = Vec::new();
     for chunk in jpegs.chunks(batch_size) {
-        let decoded: Vec<image::RgbImage> = chunk
-            .iter()
-            .map(|bytes| image::load_from_memory(bytes).map(|i| i.to_rgb8()))
-            .collect::<Result<_, _>>()?;
-        let images: Vec<Image> = decoded
-            .iter()
-            .map(|d| Image {
-                width: d.width(),
-                height: d.height(),
-                rgb: d.as_raw(),
-            })
-            .collect();
-        batches.push(encoder.preprocess.apply(&images, &encoder.device)?);
+        let decoded = decode(chunk)?;
+        batches.push(
+            encoder
+                .preprocess
+                .apply(&as_images(&decoded), &encoder.device)?,
+        );
     }
-    for run in 1..=runs {
-        let start = Instant::now();
+    timed("forward only", runs, jpegs.len(), || {
         for pixels in &batches {
             encoder.forward(pixels)?;
         }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+type Failure = Box<dyn std::error::Error>;
+
+/// Decodes JPEG bytes in parallel, as the engine does before handing images to a plugin.
+fn decode(jpegs: &[Vec<u8>]) -> Result<Vec<image::RgbImage>, image::ImageError> {
+    jpegs
+        .par_iter()
+        .map(|bytes| image::load_from_memory(bytes).map(|i| i.to_rgb8()))
+        .collect()
+}
+
+fn as_images(decoded: &[image::RgbImage]) -> Vec<Image<'_>> {
+    decoded
+        .iter()
+        .map(|d| Image {
+            width: d.width(),
+            height: d.height(),
+            rgb: d.as_raw(),
+        })
+        .collect()
+}
+
+/// Runs `pass` `runs` times, printing each run's images per second.
+fn timed(
+    what: &str,
+    runs: usize,
+    images: usize,
+    mut pass: impl FnMut() -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    for run in 1..=runs {
+        let start = Instant::now();
+        pass()?;
         let secs = start.elapsed().as_secs_f64();
         println!(
-            "forward only run {run}: {secs:.2}s, {:.1} images/s",
-            jpegs.len() as f64 / secs
+            "{what} run {run}: {secs:.2}s, {:.1} images/s",
+            images as f64 / secs
         );
     }
     Ok(())
