@@ -155,12 +155,7 @@ fn as_images(decoded: &[(u32, u32, Vec<u8>)]) -> Vec<Image<'_>> {
 
 /// The decoded COCO images of the fixture, or `None` (after "skipped: ...") without the data.
 fn decoded_images(reference: &Reference) -> Option<Vec<(u32, u32, Vec<u8>)>> {
-    let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/coco-sample/images");
-    if !root.is_dir() {
-        println!("skipped: no {}", root.display());
-        return None;
-    }
+    let root = common::coco_photos()?;
     let decoded = reference
         .images
         .iter()

@@ -11,10 +11,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cosine, model_dir};
+use common::{as_images, coco_photos, cosine, model_dir};
 use embedlab_candle::Candle;
 use embedlab_candle::efficientnet_lite::load_image_encoder;
-use embedlab_plugin::{Encoder, Image, Modality, Plugin, serde_json};
+use embedlab_plugin::{Encoder, Modality, Plugin, serde_json};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -35,19 +35,10 @@ fn fixture() -> Fixture {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn photos_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/coco-sample/images");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    println!("skipped: {} is absent", dir.display());
-    None
-}
-
 /// The model folder and the decoded reference photos, or `None` (skipped).
 fn inputs() -> Option<(PathBuf, Vec<image::RgbImage>, Fixture)> {
     let dir = model_dir("efficientnet-lite0")?;
-    let photos = photos_dir()?;
+    let photos = coco_photos()?;
     let fixture = fixture();
     let decoded = fixture
         .images
@@ -55,17 +46,6 @@ fn inputs() -> Option<(PathBuf, Vec<image::RgbImage>, Fixture)> {
         .map(|r| image::open(photos.join(&r.photo)).unwrap().to_rgb8())
         .collect();
     Some((dir, decoded, fixture))
-}
-
-fn as_images(decoded: &[image::RgbImage]) -> Vec<Image<'_>> {
-    decoded
-        .iter()
-        .map(|d| Image {
-            width: d.width(),
-            height: d.height(),
-            rgb: d.as_raw(),
-        })
-        .collect()
 }
 
 fn options(json: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use embedlab_candle::vision::{Preprocess, Resample, Resize, Size, resize_rgb8};
 use embedlab_plugin::Image;
+
+mod common;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -117,11 +119,9 @@ fn hf_pipeline_matches_transformers() {
 
 #[test]
 fn real_photos_close_to_pil() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/coco-sample/images");
-    if !dir.is_dir() {
-        println!("skipped: {} is absent", dir.display());
+    let Some(dir) = common::coco_photos() else {
         return;
-    }
+    };
     let (mut total, mut differing, mut worst) = (0usize, 0usize, 0u8);
     for case in fixture().photos {
         let photo = decode(&dir.join(&case.photo));

@@ -8,10 +8,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use common::cosine;
+use common::{as_images, coco_photos, cosine};
 use embedlab_candle::Candle;
 use embedlab_candle::vit::load_image_encoder;
-use embedlab_plugin::{Encoder, Image, Modality, Plugin, serde_json};
+use embedlab_plugin::{Encoder, Modality, Plugin, serde_json};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -68,26 +68,14 @@ fn forward_matches_transformers_on_its_pixels() {
 
 #[test]
 fn the_plugin_matches_transformers_from_the_jpeg() {
-    let images =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/coco-sample/images");
-    if !images.is_dir() {
-        println!("skipped: {} is absent", images.display());
-        return;
-    }
+    let Some(images) = coco_photos() else { return };
     let reference = reference();
     let decoded: Vec<image::RgbImage> = reference
         .images
         .iter()
         .map(|case| image::open(images.join(&case.file)).unwrap().into_rgb8())
         .collect();
-    let inputs: Vec<Image<'_>> = decoded
-        .iter()
-        .map(|img| Image {
-            width: img.width(),
-            height: img.height(),
-            rgb: img.as_raw(),
-        })
-        .collect();
+    let inputs = as_images(&decoded);
     let config = serde_json::json!({
         "model": "tiny-vit",
         "model_dir": fixture_dir(),

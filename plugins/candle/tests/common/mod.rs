@@ -41,3 +41,27 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     };
     dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())
 }
+
+/// The COCO sample photos beside the checkout (`../shared/data/coco-sample/images` from the repo
+/// root); `None`, after printing "skipped: ...", where they are absent.
+pub fn coco_photos() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/coco-sample/images");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    println!("skipped: {} is absent", dir.display());
+    None
+}
+
+/// Decoded images in the form the plugin ABI takes.
+pub fn as_images(decoded: &[image::RgbImage]) -> Vec<embedlab_plugin::Image<'_>> {
+    decoded
+        .iter()
+        .map(|d| embedlab_plugin::Image {
+            width: d.width(),
+            height: d.height(),
+            rgb: d.as_raw(),
+        })
+        .collect()
+}
