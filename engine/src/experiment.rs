@@ -59,8 +59,8 @@ pub fn run(
     settings: &Settings,
     progress: &Progress,
 ) -> Result<Summary, Error> {
-    let plan = Plan::build(manifest, &settings.environment(true)?)?;
     let store = Store::open(&settings.cache_dir)?;
+    let plan = Plan::build(manifest, &settings.environment(true)?, &store)?;
     let mut executor = Executor::new(manifest, &plan, &store, progress);
     let dataset = executor.dataset()?;
     progress.info(&format!(

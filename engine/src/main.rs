@@ -290,8 +290,8 @@ fn run(
 /// run no stage.
 fn planned(args: &ManifestArgs, sources: &Sources) -> anyhow::Result<(Manifest, Plan, Store)> {
     let manifest = args.load()?;
-    let plan = Plan::build(&manifest, &sources.environment(false)?)?;
     let store = Store::open(&args.cache_dir())?;
+    let plan = Plan::build(&manifest, &sources.environment(false)?, &store)?;
     Ok((manifest, plan, store))
 }
 

@@ -170,21 +170,25 @@ impl<'a> Executor<'a> {
     fn load_dataset(&mut self) -> Result<Arc<Dataset>, Error> {
         let stage = &self.plan.dataset;
         let ds = match self.load_json::<Dataset>(DATASET, &stage.key)? {
-            Some(ds) => ds,
+            Some(ds) => Arc::new(ds),
             None => {
-                self.progress
-                    .info(&format!("loading dataset {}", stage.options.name));
-                let ds = dataset::load(&stage.source, &stage.options)?;
+                let ds = match &stage.loaded {
+                    Some(ds) => ds.clone(),
+                    None => {
+                        self.progress
+                            .info(&format!("loading dataset {}", stage.options.name));
+                        Arc::new(dataset::load(&stage.source, &stage.options)?)
+                    }
+                };
                 self.store.put(
                     DATASET,
                     &stage.key,
-                    &serde_json::to_vec(&ds).expect("serialises"),
+                    &serde_json::to_vec(&*ds).expect("serialises"),
                 )?;
                 self.dataset_uncounted_miss = true;
                 ds
             }
         };
-        let ds = Arc::new(ds);
         self.dataset = Some(ds.clone());
         Ok(ds)
     }

@@ -18,10 +18,11 @@ mod execute;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use execute::{Executor, RunOutput, Timing};
 
-use crate::cache::Store;
+use crate::cache::{Lookup, Store};
 use crate::captions;
 use crate::dataset::{Dataset, LoadOptions, Source};
 use crate::digest::{Digest, Hasher};
@@ -49,6 +50,9 @@ pub struct DatasetStage {
     /// The dataset's image files as image parts key them; computed only when a part encodes
     /// images.
     pub images: Option<Digest>,
+    /// The dataset, when planning had to read it from its files (to sign its images) and the
+    /// cache did not have it yet: the executor stores and uses it instead of reading them again.
+    pub loaded: Option<Arc<Dataset>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -121,15 +125,25 @@ pub struct Plan {
 
 impl Plan {
     /// Derives every stage and key from the manifest, reading only input files' contents (and,
-    /// for encoders, loading their plugins and resolving their models).
-    pub fn build(manifest: &Manifest, env: &Environment) -> Result<Plan, Error> {
+    /// for encoders, loading their plugins and resolving their models; for image parts, the
+    /// dataset's samples, from `store` when it has them).
+    pub fn build(manifest: &Manifest, env: &Environment, store: &Store) -> Result<Plan, Error> {
         let mut dataset = dataset_stage(manifest)?;
         if uses_images(manifest) {
-            let loaded = crate::dataset::load(&dataset.source, &dataset.options)?;
-            dataset.images = Some(images_signature(
-                &loaded,
-                manifest.dataset.images.as_deref(),
-            ));
+            let cached = match store.get(DATASET, &dataset.key)? {
+                Lookup::Hit(bytes) => serde_json::from_slice::<Dataset>(&bytes).ok(),
+                _ => None,
+            };
+            let samples = match cached {
+                Some(ds) => Arc::new(ds),
+                None => {
+                    let ds = Arc::new(crate::dataset::load(&dataset.source, &dataset.options)?);
+                    dataset.loaded = Some(ds.clone());
+                    ds
+                }
+            };
+            let root = manifest.dataset.images.as_deref();
+            dataset.images = Some(images_signature(&samples, root));
         }
         let encoders = EncoderSetups::prepare(manifest, env);
         let mut builder = Builder {
@@ -331,6 +345,7 @@ fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {
         options,
         inputs,
         images: None,
+        loaded: None,
     })
 }
 
