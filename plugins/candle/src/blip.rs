@@ -55,12 +55,19 @@ pub struct BlipVisionConfig {
 pub struct BlipTextConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
+    /// Width of the image tokens the captioning decoder cross-attends to.
+    pub encoder_hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub max_position_embeddings: usize,
+    pub hidden_act: Activation,
     pub layer_norm_eps: f64,
     pub pad_token_id: u32,
+    /// `[DEC]`: the first token of every caption.
+    pub bos_token_id: u32,
+    /// `[SEP]`: ends a caption.
+    pub sep_token_id: u32,
 }
 
 mod defaults {
@@ -89,19 +96,23 @@ impl Default for BlipTextConfig {
         Self {
             vocab_size: 30524,
             hidden_size: 768,
+            encoder_hidden_size: 768,
             intermediate_size: 3072,
             num_hidden_layers: 12,
-            num_attention_heads: 12,
+            num_attention_heads: 8,
             max_position_embeddings: 512,
+            hidden_act: Activation::Gelu,
             layer_norm_eps: 1e-12,
             pad_token_id: 0,
+            bos_token_id: 30522,
+            sep_token_id: 102,
         }
     }
 }
 
 impl BlipVisionConfig {
     /// The same tower in [`ClipVisionTransformer`]'s terms.
-    fn to_clip(&self) -> ClipVisionConfig {
+    pub(crate) fn to_clip(&self) -> ClipVisionConfig {
         ClipVisionConfig {
             hidden_size: self.hidden_size,
             intermediate_size: self.intermediate_size,
@@ -229,7 +240,11 @@ impl BlipModel {
 
 /// BLIP's vision names onto [`ClipVisionTransformer`]'s, and the zero token-type table BERT
 /// expects; everything else keeps its name.
-fn rename_vision(name: &str, t: Tensor, text_hidden: usize) -> CResult<Vec<(String, Tensor)>> {
+pub(crate) fn rename_vision(
+    name: &str,
+    t: Tensor,
+    text_hidden: usize,
+) -> CResult<Vec<(String, Tensor)>> {
     if name == "text_encoder.embeddings.word_embeddings.weight" {
         let types = Tensor::zeros((1, text_hidden), DType::F32, &Device::Cpu)?;
         return Ok(vec![

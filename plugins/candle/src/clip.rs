@@ -374,6 +374,20 @@ impl ClipVisionTransformer {
 
     /// Pooled output (N, hidden): the post-normalised class token.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let xs = self.encode(pixels)?;
+        // LayerNorm is per token, so normalising only the class token equals BLIP's
+        // normalise-all-then-take-the-class-token.
+        self.post_layernorm.forward(&xs.i((.., 0, ..))?)
+    }
+
+    /// Every token, post-normalised (N, 1 + patches, hidden): what BLIP's text decoder attends to
+    /// (`BlipVisionModel`'s `last_hidden_state`).
+    pub fn last_hidden_state(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.post_layernorm.forward(&self.encode(pixels)?)
+    }
+
+    /// The encoder's output, before the post-norm.
+    fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
         let n = pixels.dim(0)?;
         let patches = self
             .patch_embedding
@@ -390,10 +404,7 @@ impl ClipVisionTransformer {
         if let Some(norm) = &self.pre_layrnorm {
             xs = norm.forward(&xs)?;
         }
-        let xs = self.encoder.forward(&xs, None)?;
-        // LayerNorm is per token, so normalising only the class token equals BLIP's
-        // normalise-all-then-take-the-class-token.
-        self.post_layernorm.forward(&xs.i((.., 0, ..))?)
+        self.encoder.forward(&xs, None)
     }
 }
 

@@ -39,6 +39,9 @@ pub enum Error {
     /// The model does not take this kind of input.
     #[error("this model does not encode {0}")]
     Modality(&'static str),
+    /// The model does not write captions.
+    #[error("this model does not generate captions")]
+    NoCaptions,
     /// An option had an invalid value.
     #[error("option {name}: {message}")]
     Option { name: &'static str, message: String },

@@ -26,6 +26,12 @@ pub trait Model: Send {
         let _ = (images, out);
         Err(Error::Modality("images"))
     }
+
+    /// One caption per image (captioning models).
+    fn generate_captions(&self, images: &[Image<'_>]) -> Result<Vec<String>, Error> {
+        let _ = images;
+        Err(Error::NoCaptions)
+    }
 }
 
 /// The plugin's `options` object, which each family parses into its own options type.
@@ -52,6 +58,7 @@ pub const FAMILIES: &[Family] = &[
     crate::efficientnet_lite::FAMILY,
     crate::image_text::OPENCLIP_FAMILY,
     crate::image_text::CLIP_FAMILY,
+    crate::blip_caption::FAMILY,
     crate::image_text::BLIP_FAMILY,
     crate::vit::FAMILY,
 ];
@@ -107,4 +114,17 @@ pub fn config_model_type(dir: &Path) -> Option<String> {
     serde_json::from_str::<ModelType>(&text)
         .ok()
         .map(|m| m.model_type)
+}
+
+/// The `architectures` of `dir/config.json` (empty when the file or the key is absent): what
+/// tells a captioning BLIP checkpoint from a retrieval one, both `model_type: "blip"`.
+pub fn config_architectures(dir: &Path) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Architectures {
+        architectures: Vec<String>,
+    }
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Architectures>(&text).ok())
+        .map_or_else(Vec::new, |a| a.architectures)
 }

@@ -367,7 +367,7 @@ fn read_clip_config(path: &Path) -> Result<ClipConfig, Error> {
 /// `dir/tokenizer.json`, truncating at `tokenizer_config.json`'s `model_max_length` when that is
 /// shorter than the model's context (what `truncation=True` does in transformers), else at the
 /// context length.
-fn tokenizer(dir: &Path, context: usize) -> Result<Tokenizer, Error> {
+pub(crate) fn tokenizer(dir: &Path, context: usize) -> Result<Tokenizer, Error> {
     #[derive(Deserialize)]
     struct TokenizerConfig {
         model_max_length: Option<f64>,

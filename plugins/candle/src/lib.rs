@@ -36,12 +36,15 @@
 #![deny(unsafe_code)]
 
 pub mod blip;
+pub mod blip_caption;
+pub mod blip_text;
 pub mod checkpoint;
 pub mod clip;
 pub mod efficientnet_lite;
 mod error;
 pub mod family;
 mod files;
+pub mod generation;
 mod image_text;
 pub mod mpnet;
 pub mod openclip;

@@ -103,7 +103,7 @@ impl Encoder for CandleEncoder {
 fn encode_error(err: Error) -> PluginError {
     match err {
         Error::Tokenize(_) | Error::BadImage { .. } => PluginError::bad_input(err.to_string()),
-        Error::Modality(_) => PluginError::unsupported(err.to_string()),
+        Error::Modality(_) | Error::NoCaptions => PluginError::unsupported(err.to_string()),
         _ => PluginError::internal(err.to_string()),
     }
 }

@@ -47,21 +47,25 @@ impl<M: VisionModel> ImageEncoder<M> {
         }
         let batch_size = self.batch_size.max(1);
         for (i, batch) in images.chunks(batch_size).enumerate() {
-            let pixels = self
-                .preprocess
-                .apply(batch, &self.device)
-                .map_err(|err| match err {
-                    // Name the image by its index in the whole call, not in the batch.
-                    Error::BadImage { index, message } => Error::BadImage {
-                        index: index + i * batch_size,
-                        message,
-                    },
-                    other => other,
-                })?;
+            let pixels = self.preprocess_batch(batch, i * batch_size)?;
             let rows = self.forward(&pixels)?;
             out[i * batch_size * self.dim..][..rows.len()].copy_from_slice(&rows);
         }
         Ok(())
+    }
+
+    /// Preprocesses `batch`, the images from index `offset` of a call, naming a bad image by its
+    /// index in the whole call.
+    pub fn preprocess_batch(&self, batch: &[Image<'_>], offset: usize) -> Result<Tensor, Error> {
+        self.preprocess
+            .apply(batch, &self.device)
+            .map_err(|err| match err {
+                Error::BadImage { index, message } => Error::BadImage {
+                    index: index + offset,
+                    message,
+                },
+                other => other,
+            })
     }
 
     /// The forward pass of one preprocessed batch, flattened.
