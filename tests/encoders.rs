@@ -218,7 +218,7 @@ fn plugins_list_shows_the_fixture() {
     assert!(out.status.success(), "{}", stderr(&out));
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
-        listing.contains("fixture_plugin 0.1.0 (ABI 1.0)"),
+        listing.contains("fixture_plugin 0.1.0 (ABI 1.1)"),
         "{listing}"
     );
     assert!(listing.contains("fail-encode"), "{listing}");
