@@ -168,15 +168,18 @@ pub fn encode_batch(
     Ok((data, skipped))
 }
 
+/// The readable images of a decoded batch, each with its offset in the batch, and the rows
+/// skipped.
+pub type Readable<'b> = (Vec<(usize, Image<'b>)>, Vec<SkippedRow>);
+
 /// A decoded batch whose first image is row `first` of `paths`, split into the readable images
-/// (with their offsets in the batch) and the rows skipped. With `strict`, an unreadable image is
-/// an error that names its file.
+/// and the rows skipped. With `strict`, an unreadable image is an error that names its file.
 pub fn readable<'b>(
     batch: &'b [Result<Decoded, Unreadable>],
     first: usize,
     paths: &[Option<PathBuf>],
     strict: bool,
-) -> Result<(Vec<(usize, Image<'b>)>, Vec<SkippedRow>), Error> {
+) -> Result<Readable<'b>, Error> {
     let mut good = Vec::with_capacity(batch.len());
     let mut skipped = Vec::new();
     for (offset, result) in batch.iter().enumerate() {
