@@ -7,8 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{embedlab, fixture_plugin_dir, stderr};
-use image::{ImageEncoder, RgbImage};
+use common::{embedlab, fixture_models, fixture_plugin_dir, png, stderr};
+use image::RgbImage;
 use serde_json::Value;
 
 const COLOURS: [&str; 3] = ["red", "green", "blue"];
@@ -23,26 +23,13 @@ fn picture(i: usize) -> RgbImage {
     })
 }
 
-fn write_png(path: &Path, img: &RgbImage) {
-    let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            image::ExtendedColorType::Rgb8,
-        )
-        .unwrap();
-    std::fs::write(path, out).unwrap();
-}
-
 /// 30 samples with images (sample 7's file is missing) and no human captions.
 fn write_dataset(dir: &Path) {
     std::fs::create_dir_all(dir.join("img")).unwrap();
     let mut jsonl = String::new();
     for i in 0..30 {
         if i != 7 {
-            write_png(&dir.join(format!("img/{i}.png")), &picture(i));
+            std::fs::write(dir.join(format!("img/{i}.png")), png(&picture(i))).unwrap();
         }
         let line = serde_json::json!({
             "id": format!("s{i}"),
@@ -52,15 +39,7 @@ fn write_dataset(dir: &Path) {
         jsonl.push_str(&format!("{line}\n"));
     }
     std::fs::write(dir.join("samples.jsonl"), jsonl).unwrap();
-    // Local model folders: the fixture needs no weights, but every model has a weights file.
-    for model in ["ok", "text-only"] {
-        std::fs::create_dir_all(dir.join(model)).unwrap();
-        std::fs::write(
-            dir.join(model).join("model.safetensors"),
-            b"fixture weights",
-        )
-        .unwrap();
-    }
+    fixture_models(dir, &["ok", "text-only"]);
 }
 
 fn manifest(captioner_model: &str) -> String {

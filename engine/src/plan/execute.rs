@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 
 use super::codec::{KnnRecord, decode_knn, encode_knn};
-use super::{DATASET, KNN, METRICS, Plan, RunPlan, StageKind};
+use super::{DATASET, EncoderSetups, KNN, METRICS, Plan, RunPlan, StageKind};
 use crate::cache::{Lookup, Store};
 use crate::captions::{self, generate::Generated};
 use crate::dataset::{self, Dataset, SampleId};
@@ -557,31 +557,17 @@ impl<'a> Executor<'a> {
 
     /// The captioner named in the manifest, created on first use.
     fn captioner(&mut self, name: &str) -> Result<&mut EncoderHandle, Error> {
-        if !self.captioners.contains_key(name) {
-            let setup = self.plan.captioners.get(name)?;
-            self.progress.info(&format!(
-                "loading captioner {} ({} plugin)",
-                setup.model.id,
-                setup.plugin.name()
-            ));
-            self.captioners.insert(name.to_string(), setup.create()?);
-        }
-        Ok(self.captioners.get_mut(name).expect("just inserted"))
+        created(
+            &mut self.captioners,
+            &self.plan.captioners,
+            name,
+            self.progress,
+        )
     }
 
     /// The encoder named in the manifest, created on first use.
     fn encoder(&mut self, name: &str) -> Result<&mut EncoderHandle, Error> {
-        if !self.encoders.contains_key(name) {
-            let setup = self.plan.encoders.get(name)?;
-            self.progress.info(&format!(
-                "loading {} ({} plugin)",
-                setup.model.id,
-                setup.plugin.name()
-            ));
-            let handle = setup.create()?;
-            self.encoders.insert(name.to_string(), handle);
-        }
-        Ok(self.encoders.get_mut(name).expect("just inserted"))
+        created(&mut self.encoders, &self.plan.encoders, name, self.progress)
     }
 
     /// A JSON stage output from the cache; a corrupt or unreadable entry is reported and missed.
@@ -602,6 +588,26 @@ impl<'a> Executor<'a> {
             }
         }
     }
+}
+
+/// The handle of `name` in `handles`, created from its setup on first use.
+fn created<'h>(
+    handles: &'h mut HashMap<String, EncoderHandle>,
+    setups: &EncoderSetups,
+    name: &str,
+    progress: &Progress,
+) -> Result<&'h mut EncoderHandle, Error> {
+    if !handles.contains_key(name) {
+        let setup = setups.get(name)?;
+        progress.info(&format!(
+            "loading {} {} ({} plugin)",
+            setups.role(),
+            setup.model.id,
+            setup.plugin.name()
+        ));
+        handles.insert(name.to_string(), setup.create()?);
+    }
+    Ok(handles.get_mut(name).expect("just inserted"))
 }
 
 /// Fusion reports rows (of the `kept` samples) by index; users know samples by id.

@@ -656,6 +656,11 @@ impl EncoderSetups {
         }
     }
 
+    /// "encoder" or "captioner".
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+
     pub fn get(&self, name: &str) -> Result<&EncoderSetup, Error> {
         match &self.setups[name] {
             Ok(setup) => Ok(setup),
