@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{embedlab, fixture_plugin_dir, stderr};
+use common::{embedlab, fixture_models, fixture_plugin_dir, stderr};
 use serde_json::Value;
 
 /// 2,500 samples (three 1,024-row chunks) with captions of varied length, labels by length band.
@@ -28,9 +28,7 @@ fn write_dataset(dir: &Path) {
         jsonl.push('\n');
     }
     std::fs::write(dir.join("samples.jsonl"), jsonl).unwrap();
-    // A local model folder: the fixture needs no weights, but every model has a weights file.
-    std::fs::create_dir_all(dir.join("ok")).unwrap();
-    std::fs::write(dir.join("ok/model.safetensors"), b"fixture weights").unwrap();
+    fixture_models(dir, &["ok"]);
 }
 
 fn manifest(model: &str) -> String {
@@ -144,8 +142,7 @@ fn a_failing_or_panicking_encoder_fails_its_runs_only() {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
         write_dataset(dir);
-        std::fs::create_dir_all(dir.join(model)).unwrap();
-        std::fs::write(dir.join(model).join("model.safetensors"), b"w").unwrap();
+        fixture_models(dir, &[model]);
         let text = manifest(model).replace(
             "[[runs]]",
             "[[runs]]\nname = \"precomputed\"\nparts = [{ precomputed = \"v.npy\" }]\n\n[[runs]]",
@@ -218,7 +215,7 @@ fn plugins_list_shows_the_fixture() {
     assert!(out.status.success(), "{}", stderr(&out));
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
-        listing.contains("fixture_plugin 0.1.0 (ABI 1.0)"),
+        listing.contains("fixture_plugin 0.1.0 (ABI 1.1)"),
         "{listing}"
     );
     assert!(listing.contains("fail-encode"), "{listing}");

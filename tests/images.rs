@@ -6,9 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{embedlab, fixture_plugin_dir, stderr};
+use common::{embedlab, fixture_models, fixture_plugin_dir, png, stderr};
 use embedlab::embed::{Vectors, npy};
-use image::{ImageEncoder, RgbImage};
+use image::RgbImage;
 use serde_json::Value;
 
 const SCALE: f32 = 0.5;
@@ -24,19 +24,6 @@ fn picture(i: usize) -> RgbImage {
             i as u8,
         ])
     })
-}
-
-fn png(img: &RgbImage) -> Vec<u8> {
-    let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            image::ExtendedColorType::Rgb8,
-        )
-        .unwrap();
-    out
 }
 
 /// What the fixture plugin computes for an image, worked out here independently.
@@ -73,8 +60,7 @@ const N: usize = 40;
 /// `good.jsonl` (the readable ones) with `expected.npy`, the vectors the plugin must produce.
 fn write_inputs(dir: &Path) {
     std::fs::create_dir_all(dir.join("img")).unwrap();
-    std::fs::create_dir_all(dir.join("ok")).unwrap();
-    std::fs::write(dir.join("ok/model.safetensors"), b"fixture weights").unwrap();
+    fixture_models(dir, &["ok"]);
     let (mut all, mut good, mut ids, mut rows) =
         (String::new(), String::new(), String::new(), vec![]);
     for i in 0..N {

@@ -32,8 +32,13 @@ pub enum Error {
     },
     #[error("{path}: {message}")]
     Report { path: PathBuf, message: String },
-    #[error("encoder \"{name}\": {message}")]
-    Encoder { name: String, message: String },
+    /// An `[encoders.NAME]` or `[captioners.NAME]` that could not be set up.
+    #[error("{role} \"{name}\": {message}")]
+    Encoder {
+        role: &'static str,
+        name: String,
+        message: String,
+    },
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
     #[error(transparent)]

@@ -37,3 +37,31 @@ pub fn fixture_plugin_dir() -> PathBuf {
     assert!(status.success(), "building the fixture plugin failed");
     target.join("debug")
 }
+
+/// `img` as PNG bytes.
+pub fn png(img: &image::RgbImage) -> Vec<u8> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+    out
+}
+
+/// Local model folders for fixture models under `dir`: the fixture needs no weights, but every
+/// model has a weights file.
+pub fn fixture_models(dir: &Path, models: &[&str]) {
+    for model in models {
+        std::fs::create_dir_all(dir.join(model)).unwrap();
+        std::fs::write(
+            dir.join(model).join("model.safetensors"),
+            b"fixture weights",
+        )
+        .unwrap();
+    }
+}

@@ -2,7 +2,10 @@
 //!
 //! `concat` joins all human captions with a space in file order, `first` takes the first, and
 //! `random` takes one chosen by `(seed, sample id)` — stable across runs, versions and subsets.
-//! (Localized Narratives and model-generated captions plug in here as further sources.)
+//! The human captions are whatever the dataset holds (COCO captions, Open Images' Localized
+//! Narratives). [`generate`] is the other kind: captions a model writes for each image.
+
+pub mod generate;
 
 use crate::dataset::Sample;
 use crate::manifest::CaptionSource;

@@ -158,6 +158,28 @@ pub fn encode_batch(
     strict: bool,
 ) -> Result<ChunkOutput, Error> {
     let dim = encoder.describe().dim;
+    let (good, skipped) = readable(batch, first, paths, strict)?;
+    let images: Vec<Image<'_>> = good.iter().map(|(_, image)| *image).collect();
+    let vectors = encoder.encode_images(&images)?;
+    let mut data = vec![0.0f32; batch.len() * dim];
+    for ((offset, _), vector) in good.iter().zip(vectors.chunks_exact(dim)) {
+        data[offset * dim..(offset + 1) * dim].copy_from_slice(vector);
+    }
+    Ok((data, skipped))
+}
+
+/// The readable images of a decoded batch, each with its offset in the batch, and the rows
+/// skipped.
+pub type Readable<'b> = (Vec<(usize, Image<'b>)>, Vec<SkippedRow>);
+
+/// A decoded batch whose first image is row `first` of `paths`, split into the readable images
+/// and the rows skipped. With `strict`, an unreadable image is an error that names its file.
+pub fn readable<'b>(
+    batch: &'b [Result<Decoded, Unreadable>],
+    first: usize,
+    paths: &[Option<PathBuf>],
+    strict: bool,
+) -> Result<Readable<'b>, Error> {
     let mut good = Vec::with_capacity(batch.len());
     let mut skipped = Vec::new();
     for (offset, result) in batch.iter().enumerate() {
@@ -176,13 +198,7 @@ pub fn encode_batch(
             }),
         }
     }
-    let images: Vec<Image<'_>> = good.iter().map(|(_, image)| *image).collect();
-    let vectors = encoder.encode_images(&images)?;
-    let mut data = vec![0.0f32; batch.len() * dim];
-    for ((offset, _), vector) in good.iter().zip(vectors.chunks_exact(dim)) {
-        data[offset * dim..(offset + 1) * dim].copy_from_slice(vector);
-    }
-    Ok((data, skipped))
+    Ok((good, skipped))
 }
 
 fn describe_path(path: Option<&Path>) -> String {

@@ -18,7 +18,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
 pub use locate::{KeyPath, Location};
-pub use schema::{Backend, CaptionSource, DatasetFormat, Modality};
+pub use schema::{Backend, CaptionSource, Captions, DatasetFormat, Modality};
 use schema::{DatasetTable, ManifestFile, Part, Run};
 
 use crate::digest::{Digest, Hasher};
@@ -54,6 +54,7 @@ pub struct Manifest {
     pub cutoffs: Vec<usize>,
     pub per_query: bool,
     pub encoders: std::collections::BTreeMap<String, schema::Encoder>,
+    pub captioners: std::collections::BTreeMap<String, schema::Encoder>,
     pub runs: Vec<Run>,
     /// For each run, the index of the `[[runs]]` table it was expanded from.
     origins: Vec<usize>,
@@ -66,12 +67,24 @@ impl Manifest {
     }
 
     /// The caption source and seed of a caption part: the part's, else the run's, else `concat`.
-    pub fn caption_source(&self, run: &Run, part: &Part) -> (CaptionSource, u64) {
-        let source = part
-            .captions
-            .or(run.captions)
-            .unwrap_or(CaptionSource::Concat);
+    pub fn caption_source(&self, run: &Run, part: &Part) -> (Captions, u64) {
+        let source = (part.captions.clone())
+            .or_else(|| run.captions.clone())
+            .unwrap_or(Captions::Human(CaptionSource::Concat));
         (source, run.caption_seed.unwrap_or(self.experiment.seed))
+    }
+
+    /// Whether any part encodes images or any caption part's captions are generated from them.
+    pub fn uses_images(&self) -> bool {
+        self.runs.iter().any(|run| {
+            run.parts
+                .iter()
+                .filter(|p| p.encoder.is_some())
+                .any(|part| {
+                    part.input == Some(Modality::Image)
+                        || matches!(self.caption_source(run, part).0, Captions::Generated { .. })
+                })
+        })
     }
 }
 
@@ -104,6 +117,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestErro
         dataset: layered.dataset,
         retrieval: layered.retrieval,
         encoders: layered.encoders,
+        captioners: layered.captioners,
         runs,
         origins,
     };
@@ -222,6 +236,14 @@ fn validate(m: &Manifest, cutoffs: &[usize], ctx: &Context) -> Result<Vec<usize>
         return Err(ctx.error(&retrieval.name("query_block"), "must be at least 1"));
     }
     let cutoffs = validate_cutoffs(cutoffs, m.retrieval.k, ctx)?;
+    for name in m.captioners.keys() {
+        if name.is_empty() || name.starts_with('.') || !name.chars().all(is_name_char) {
+            return Err(ctx.error(
+                &root.clone().name("captioners").name(name),
+                "use letters, digits, '-', '_' or '.' (it names the captions file)",
+            ));
+        }
+    }
     if m.runs.is_empty() {
         return Err(ctx.error(&root.name("runs"), "declare at least one [[runs]]"));
     }
@@ -317,10 +339,35 @@ fn validate_run(run: &Run, at: &KeyPath, m: &Manifest, ctx: &Context) -> Result<
     if run.parts.is_empty() {
         return Err(ctx.error(&at.clone().name("parts"), "declare at least one part"));
     }
+    validate_captions(run.captions.as_ref(), &at.clone().name("captions"), m, ctx)?;
     for (p, part) in run.parts.iter().enumerate() {
-        validate_part(part, &at.clone().name("parts").index(p), m, ctx)?;
+        let at = at.clone().name("parts").index(p);
+        validate_captions(part.captions.as_ref(), &at.clone().name("captions"), m, ctx)?;
+        validate_part(part, &at, m, ctx)?;
     }
     Ok(())
+}
+
+/// Generated captions must name a `[captioners.NAME]` table.
+fn validate_captions(
+    captions: Option<&schema::Captions>,
+    at: &KeyPath,
+    m: &Manifest,
+    ctx: &Context,
+) -> Result<(), ManifestError> {
+    let Some(schema::Captions::Generated { generate }) = captions else {
+        return Ok(());
+    };
+    if m.captioners.contains_key(generate) {
+        return Ok(());
+    }
+    let hint = locate::closest(generate, m.captioners.keys().map(String::as_str))
+        .map(|n| format!("; did you mean \"{n}\"?"))
+        .unwrap_or_default();
+    Err(ctx.error(
+        &at.clone().name("generate"),
+        format!("no [captioners.{generate}] table{hint}"),
+    ))
 }
 
 fn validate_part(
@@ -454,6 +501,46 @@ parts = [{ precomputed = "vectors/text.npy" }]
                 .is_absolute()
         );
         assert!(m.runs[0].normalize_parts);
+    }
+
+    #[test]
+    fn captions_are_a_human_source_or_generated_by_a_captioner() {
+        let with = |captions: &str| {
+            BASE.replace(
+                "name = \"text\"",
+                &format!("name = \"text\"\ncaptions = {captions}"),
+            ) + "\n[captioners.blip]\nplugin = \"candle\"\nmodel = \"m\"\nnum_beams = 3\n"
+        };
+        let m = load_text(&with("\"random\""), &[]).unwrap();
+        let (source, seed) = m.caption_source(&m.runs[0], &m.runs[0].parts[0]);
+        assert_eq!((source, seed), (Captions::Human(CaptionSource::Random), 7));
+        assert!(!m.uses_images(), "a precomputed part reads no images");
+        let m = load_text(&with("{ generate = \"blip\" }"), &[]).unwrap();
+        let generated = Captions::Generated {
+            generate: "blip".into(),
+        };
+        assert_eq!(m.runs[0].captions, Some(generated));
+        assert_eq!(m.captioners["blip"].options["num_beams"], 3.into());
+
+        let err = error(&with("\"human\""), &[]);
+        assert!(
+            err.contains(
+                "m.toml:15:12: unknown variant `human`, expected one of `concat`, `random`, `first`"
+            ),
+            "{err}"
+        );
+        let err = error(&with("{ generated = \"blip\" }"), &[]);
+        assert!(
+            err.contains("unknown field `generated`, expected `generate`"),
+            "{err}"
+        );
+        let err = error(&with("{ generate = \"blips\" }"), &[]);
+        assert!(
+            err.contains(
+                "runs[0].captions.generate: no [captioners.blips] table; did you mean \"blip\"?"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The manifest's TOML schema, exactly as users write it.
 //!
-//! Every table denies unknown keys (typos must not pass silently), except `[encoders.NAME]`, whose
-//! extra keys are options for the encoder's plugin. Paths are kept as written; `resolve` turns them
+//! Every table denies unknown keys (typos must not pass silently), except `[encoders.NAME]` and
+//! `[captioners.NAME]`, whose extra keys are options for their plugin. Paths are kept as written; `resolve` turns them
 //! into absolute paths against the manifest's folder.
 
 use std::collections::BTreeMap;
@@ -20,6 +20,10 @@ pub struct ManifestFile {
     pub metrics: Metrics,
     #[serde(default)]
     pub encoders: BTreeMap<String, Encoder>,
+    /// Models that write a caption for each image, for `captions = { generate = "NAME" }`; the
+    /// same keys as an encoder (`plugin`, `model`, plugin options such as `num_beams`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub captioners: BTreeMap<String, Encoder>,
     pub runs: Vec<Run>,
 }
 
@@ -156,6 +160,54 @@ pub enum CaptionSource {
     First,
 }
 
+/// A run's or part's `captions`: a human caption source (`"concat"`, `"random"`, `"first"`) or
+/// the captions a `[captioners.NAME]` model generates for the images (`{ generate = "NAME" }`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Captions {
+    Human(CaptionSource),
+    Generated { generate: String },
+}
+
+impl<'de> Deserialize<'de> for Captions {
+    // Written out: serde's untagged enums answer a typo with "did not match any variant".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Captions;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#""concat", "random", "first" or { generate = "NAME" }"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Captions, E> {
+                let named = serde::de::value::StrDeserializer::<E>::new(v);
+                CaptionSource::deserialize(named).map(Captions::Human)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Captions, A::Error> {
+                let mut generate = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "generate" => generate = Some(map.next_value::<String>()?),
+                        other => return Err(serde::de::Error::unknown_field(other, &["generate"])),
+                    }
+                }
+                let generate =
+                    generate.ok_or_else(|| serde::de::Error::missing_field("generate"))?;
+                Ok(Captions::Generated { generate })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl From<CaptionSource> for Captions {
+    fn from(source: CaptionSource) -> Captions {
+        Captions::Human(source)
+    }
+}
+
 /// What an encoder part embeds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -172,7 +224,7 @@ pub enum Modality {
 pub struct Run {
     pub name: String,
     /// Caption source for the run's caption parts (a part's own `captions` wins).
-    pub captions: Option<CaptionSource>,
+    pub captions: Option<Captions>,
     /// Seed of `random` captions; defaults to `experiment.seed`.
     pub caption_seed: Option<u64>,
     /// L2-normalise each part before weighting and concatenation (false: the article's raw `++`).
@@ -196,7 +248,7 @@ pub struct Part {
     /// What the encoder embeds (default: captions).
     pub input: Option<Modality>,
     /// Caption source of this part; defaults to the run's `captions`, then `concat`.
-    pub captions: Option<CaptionSource>,
+    pub captions: Option<Captions>,
     #[serde(default = "one")]
     pub weight: f64,
 }

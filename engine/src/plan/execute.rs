@@ -11,9 +11,9 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 
 use super::codec::{KnnRecord, decode_knn, encode_knn};
-use super::{DATASET, KNN, METRICS, Plan, RunPlan, StageKind};
+use super::{DATASET, EncoderSetups, KNN, METRICS, Plan, RunPlan, StageKind};
 use crate::cache::{Lookup, Store};
-use crate::captions;
+use crate::captions::{self, generate::Generated};
 use crate::dataset::{self, Dataset, SampleId};
 use crate::digest::Digest;
 use crate::embed::encode::SkippedRow;
@@ -21,7 +21,7 @@ use crate::embed::fusion::{FusionPart, fuse};
 use crate::embed::{EmbedError, Vectors};
 use crate::embed::{encode, precomputed};
 use crate::error::Error;
-use crate::manifest::{CaptionSource, Manifest, Modality};
+use crate::manifest::{Captions, Manifest, Modality};
 use crate::metrics::{self, Evaluation};
 use crate::plugin::EncoderHandle;
 use crate::progress::Progress;
@@ -70,6 +70,10 @@ pub struct Executor<'a> {
     metrics: HashMap<usize, (Arc<Evaluation>, f64)>,
     /// Encoders created so far, by manifest name.
     encoders: HashMap<String, EncoderHandle>,
+    /// Captioners created so far, by manifest name.
+    captioners: HashMap<String, EncoderHandle>,
+    /// Generated captions, by stage index.
+    generated: HashMap<usize, Arc<Generated>>,
     /// Rows each image part (by stage index) could not read.
     skipped_rows: HashMap<usize, Vec<SkippedRow>>,
     /// Seconds each encoder part spent encoding when its output was computed.
@@ -112,6 +116,8 @@ impl<'a> Executor<'a> {
             knn: HashMap::new(),
             metrics: HashMap::new(),
             encoders: HashMap::new(),
+            captioners: HashMap::new(),
+            generated: HashMap::new(),
             skipped_rows: HashMap::new(),
             encode_s: HashMap::new(),
             encoding_spent_s: 0.0,
@@ -413,7 +419,7 @@ impl<'a> Executor<'a> {
                 input,
                 captions,
             } => {
-                let (encoder, input, captions) = (encoder.clone(), *input, *captions);
+                let (encoder, input, captions) = (encoder.clone(), *input, captions.clone());
                 self.encoded(index, &encoder, input, captions, ds, tally)?
             }
             other => unreachable!("part() is called with vector stages only, not {other:?}"),
@@ -429,15 +435,25 @@ impl<'a> Executor<'a> {
         index: usize,
         encoder: &str,
         input: Modality,
-        captions: Option<(CaptionSource, u64)>,
+        captions: Option<(Captions, u64)>,
         ds: &Dataset,
         tally: &mut Tally,
     ) -> Result<Vectors, Error> {
+        // Samples without a generated caption are left out, like unreadable images.
+        let generated = match &captions {
+            Some((Captions::Generated { .. }, _)) => {
+                let dep = self.plan.stages[index].deps[0];
+                Some(self.generated_captions(dep, ds, tally)?)
+            }
+            _ => None,
+        };
+        let uncaptioned = generated.as_ref().map(|g| g.skipped()).unwrap_or_default();
         let key = self.plan.stages[index].key;
         if let Some(found) = encode::load(self.store, &key)? {
             tally.count(true);
             self.encode_s.insert(index, found.meta.encode_s);
-            self.skipped_rows.insert(index, found.meta.skipped);
+            let skipped = [found.meta.skipped, uncaptioned].concat();
+            self.skipped_rows.insert(index, skipped);
             return Ok(found.vectors);
         }
         tally.count(false);
@@ -446,9 +462,14 @@ impl<'a> Executor<'a> {
         let bar = progress.bar(ds.samples.len() as u64, "encode");
         let tick = |rows: usize| bar.inc(rows as u64);
         let encoded = match captions.filter(|_| input == Modality::Captions) {
-            Some((source, seed)) => {
+            Some((Captions::Human(source), seed)) => {
                 let texts = captions::texts(&ds.samples, source, seed)?;
                 bar.set_message(format!("{encoder} {}", captions::name(source)));
+                encode::encode_texts(store, &key, self.encoder(encoder)?, &texts, &tick)?
+            }
+            Some((Captions::Generated { generate }, _)) => {
+                let texts = generated.expect("loaded above").texts();
+                bar.set_message(format!("{encoder} captions of {generate}"));
                 encode::encode_texts(store, &key, self.encoder(encoder)?, &texts, &tick)?
             }
             None => {
@@ -467,7 +488,7 @@ impl<'a> Executor<'a> {
             ));
         }
         self.skipped_rows
-            .insert(index, encoded.meta.skipped.clone());
+            .insert(index, [encoded.meta.skipped.clone(), uncaptioned].concat());
         if encoded.reused_chunks > 0 {
             self.progress.info(&format!(
                 "{encoder}: resumed, {} of {} chunks were already encoded",
@@ -479,19 +500,74 @@ impl<'a> Executor<'a> {
         Ok(encoded.vectors)
     }
 
+    /// The captions of a `captions` stage: from memory, the cache, or generated now (resuming
+    /// stored chunks).
+    fn generated_captions(
+        &mut self,
+        index: usize,
+        ds: &Dataset,
+        tally: &mut Tally,
+    ) -> Result<Arc<Generated>, Error> {
+        if let Some(found) = self.generated.get(&index) {
+            tally.count(true);
+            return Ok(found.clone());
+        }
+        let stage = &self.plan.stages[index];
+        let StageKind::Captions { captioner } = &stage.kind else {
+            unreachable!("generated captions come from a captions stage")
+        };
+        let (key, captioner) = (stage.key, captioner.clone());
+        let generated = match captions::generate::load(self.store, &key, &ds.samples)? {
+            Some(found) => {
+                tally.count(true);
+                found
+            }
+            None => {
+                tally.count(false);
+                let (store, progress) = (self.store, self.progress);
+                let strict = self.manifest.dataset.strict;
+                let bar = progress.bar(ds.samples.len() as u64, "caption");
+                bar.set_message(format!("{captioner} captions"));
+                let tick = |rows: usize| bar.inc(rows as u64);
+                let handle = self.captioner(&captioner)?;
+                let generated =
+                    captions::generate::generate(store, &key, handle, &ds.samples, strict, &tick)?;
+                bar.finish_and_clear();
+                if generated.reused_chunks > 0 {
+                    self.progress.info(&format!(
+                        "{captioner}: resumed, {} chunks were already captioned",
+                        generated.reused_chunks
+                    ));
+                }
+                let skipped = generated.skipped().len();
+                if skipped > 0 {
+                    self.progress.warn(&format!(
+                        "{captioner}: {skipped} of {} images could not be read; those samples are left out of runs using its captions",
+                        ds.samples.len()
+                    ));
+                }
+                self.encoding_spent_s += generated.generate_s;
+                generated
+            }
+        };
+        let generated = Arc::new(generated);
+        self.generated.insert(index, generated.clone());
+        Ok(generated)
+    }
+
+    /// The captioner named in the manifest, created on first use.
+    fn captioner(&mut self, name: &str) -> Result<&mut EncoderHandle, Error> {
+        created(
+            &mut self.captioners,
+            &self.plan.captioners,
+            name,
+            self.progress,
+        )
+    }
+
     /// The encoder named in the manifest, created on first use.
     fn encoder(&mut self, name: &str) -> Result<&mut EncoderHandle, Error> {
-        if !self.encoders.contains_key(name) {
-            let setup = self.plan.encoders.get(name)?;
-            self.progress.info(&format!(
-                "loading {} ({} plugin)",
-                setup.model.id,
-                setup.plugin.name()
-            ));
-            let handle = setup.create()?;
-            self.encoders.insert(name.to_string(), handle);
-        }
-        Ok(self.encoders.get_mut(name).expect("just inserted"))
+        created(&mut self.encoders, &self.plan.encoders, name, self.progress)
     }
 
     /// A JSON stage output from the cache; a corrupt or unreadable entry is reported and missed.
@@ -512,6 +588,26 @@ impl<'a> Executor<'a> {
             }
         }
     }
+}
+
+/// The handle of `name` in `handles`, created from its setup on first use.
+fn created<'h>(
+    handles: &'h mut HashMap<String, EncoderHandle>,
+    setups: &EncoderSetups,
+    name: &str,
+    progress: &Progress,
+) -> Result<&'h mut EncoderHandle, Error> {
+    if !handles.contains_key(name) {
+        let setup = setups.get(name)?;
+        progress.info(&format!(
+            "loading {} {} ({} plugin)",
+            setups.role(),
+            setup.model.id,
+            setup.plugin.name()
+        ));
+        handles.insert(name.to_string(), setup.create()?);
+    }
+    Ok(handles.get_mut(name).expect("just inserted"))
 }
 
 /// Fusion reports rows (of the `kept` samples) by index; users know samples by id.

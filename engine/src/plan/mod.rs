@@ -1,13 +1,14 @@
 //! The plan: a manifest turned into a DAG of stages, each identified by a content key.
 //!
 //! ```text
-//! dataset ──► vectors (one per part) ──► fuse ──► knn ──► metrics
+//! dataset ──► [captions (generated)] ──► vectors (one per part) ──► fuse ──► knn ──► metrics
 //! ```
 //! A stage's key is a digest of everything that determines its output: the content digests of its
 //! input files and its upstream keys and options, never file names or timestamps. Runs that share a
 //! stage (the same vectors, the same fusion) share its key, so it appears once and runs once. The
-//! `dataset`, `knn` and `metrics` outputs are kept in the cache; part vectors and their fusion are
-//! cheap to rebuild from their inputs and are only built when a `knn` output is missing.
+//! `dataset`, generated `captions`, encoded vectors, `knn` and `metrics` outputs are kept in the
+//! cache; fusion is cheap to rebuild from its parts and is only built when a `knn` output is
+//! missing.
 //!
 //! `embedlab plan` prints this DAG with what is cached — and, like `dvc status`, it must tell the
 //! truth: it derives every key exactly as the executor does.
@@ -23,14 +24,14 @@ use std::sync::Arc;
 pub use execute::{Executor, RunOutput, Timing};
 
 use crate::cache::{Lookup, Store};
-use crate::captions;
+use crate::captions::{self, generate};
 use crate::dataset::{Dataset, LoadOptions, Source};
 use crate::digest::{Digest, Hasher};
 use crate::embed::encode;
 use crate::embed::precomputed::ids_path_for;
 use crate::error::Error;
 use crate::manifest::schema::{Encoder, Part, Run};
-use crate::manifest::{CaptionSource, DatasetFormat, Manifest, Modality};
+use crate::manifest::{Captions, DatasetFormat, Manifest, Modality};
 use crate::models::{ModelStore, ResolvedModel};
 use crate::plugin::{EncoderHandle, Plugin, SearchPath};
 
@@ -63,11 +64,15 @@ pub enum StageKind {
         ids: PathBuf,
         digest: Digest,
     },
-    /// Vectors from an encoder plugin.
+    /// Captions a `[captioners.NAME]` model generates for the dataset's images.
+    Captions {
+        captioner: String,
+    },
+    /// Vectors from an encoder plugin; generated captions come from its dependency.
     Encode {
         encoder: String,
         input: Modality,
-        captions: Option<(CaptionSource, u64)>,
+        captions: Option<(Captions, u64)>,
     },
     /// Weighted concatenation of the part vectors (`deps`), normalised.
     Fuse {
@@ -93,6 +98,7 @@ impl Stage {
     /// The cache folder of a stored stage; `None` for stages rebuilt in memory.
     pub fn cache_folder(&self) -> Option<&'static str> {
         match self.kind {
+            StageKind::Captions { .. } => Some(generate::STAGE),
             StageKind::Knn { .. } => Some(KNN),
             StageKind::Metrics { .. } => Some(METRICS),
             _ => None,
@@ -119,6 +125,8 @@ pub struct Plan {
     pub runs: Vec<RunPlan>,
     /// The manifest's encoders, loaded and resolved.
     pub encoders: EncoderSetups,
+    /// The manifest's captioners, likewise.
+    pub captioners: EncoderSetups,
     /// Runs that cannot be planned (an input file is missing or unreadable), with the reason.
     pub broken: Vec<(String, Error)>,
 }
@@ -129,7 +137,7 @@ impl Plan {
     /// dataset's samples, from `store` when it has them).
     pub fn build(manifest: &Manifest, env: &Environment, store: &Store) -> Result<Plan, Error> {
         let mut dataset = dataset_stage(manifest)?;
-        if uses_images(manifest) {
+        if manifest.uses_images() {
             let cached = match store.get(DATASET, &dataset.key)? {
                 Lookup::Hit(bytes) => serde_json::from_slice::<Dataset>(&bytes).ok(),
                 _ => None,
@@ -145,7 +153,12 @@ impl Plan {
             let root = manifest.dataset.images.as_deref();
             dataset.images = Some(images_signature(&samples, root));
         }
-        let encoders = EncoderSetups::prepare(manifest, env);
+        let encoders = EncoderSetups::prepare("encoder", &manifest.encoders, env);
+        let captioners = EncoderSetups::prepare("captioner", &manifest.captioners, env);
+        let setups = Setups {
+            encoders: &encoders,
+            captioners: &captioners,
+        };
         let mut builder = Builder {
             stages: Vec::new(),
             index: HashMap::new(),
@@ -153,7 +166,7 @@ impl Plan {
         let mut runs = Vec::new();
         let mut broken = Vec::new();
         for run in &manifest.runs {
-            match builder.run(manifest, &dataset, run, &encoders) {
+            match builder.run(manifest, &dataset, run, &setups) {
                 Ok(run_plan) => runs.push(run_plan),
                 Err(e) => broken.push((run.name.clone(), e)),
             }
@@ -163,6 +176,7 @@ impl Plan {
             stages: builder.stages,
             runs,
             encoders,
+            captioners,
             broken,
         })
     }
@@ -217,10 +231,16 @@ impl Plan {
         let deps: Vec<String> = stage.deps.iter().map(|d| format!("[{}]", d + 1)).collect();
         match &stage.kind {
             StageKind::Precomputed { npy, .. } => file_name(npy),
+            StageKind::Captions { captioner } => format!("{captioner} (generated from images)"),
             StageKind::Encode {
                 encoder, captions, ..
             } => match captions {
-                Some((source, _)) => format!("{encoder} ({} captions)", captions::name(*source)),
+                Some((Captions::Human(source), _)) => {
+                    format!("{encoder} ({} captions)", captions::name(*source))
+                }
+                Some((Captions::Generated { .. }, _)) => {
+                    format!("{encoder} (captions of {})", deps.join(" "))
+                }
                 None => format!("{encoder} (images)"),
             },
             StageKind::Fuse {
@@ -258,6 +278,7 @@ fn mark(cached: bool) -> &'static str {
 
 fn kind_name(kind: &StageKind) -> &'static str {
     match kind {
+        StageKind::Captions { .. } => "captions",
         StageKind::Precomputed { .. } | StageKind::Encode { .. } => "vectors",
         StageKind::Fuse { .. } => "fuse",
         StageKind::Knn { .. } => "knn",
@@ -349,13 +370,6 @@ fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {
     })
 }
 
-fn uses_images(m: &Manifest) -> bool {
-    let parts = m.runs.iter().flat_map(|r| &r.parts);
-    parts
-        .filter(|p| p.encoder.is_some())
-        .any(|p| p.input == Some(Modality::Image))
-}
-
 /// What decides the image files' bytes, cheaply: each sample's image path (relative to the
 /// images folder) with its size and modification time, or that it is missing. Like `dvc status`,
 /// this trusts size + mtime instead of reading every image at each plan; an image edited in place
@@ -411,13 +425,17 @@ impl Builder {
         m: &Manifest,
         ds: &DatasetStage,
         run: &Run,
-        encoders: &EncoderSetups,
+        setups: &Setups,
     ) -> Result<RunPlan, Error> {
         let mut parts = Vec::new();
         let mut part_labels = Vec::new();
         for part in &run.parts {
-            let (key, kind) = part_stage(m, ds, run, part, encoders)?;
-            let index = self.add(key, kind, Vec::new());
+            let (key, kind, captions) = part_stage(m, ds, run, part, setups)?;
+            let deps = match captions {
+                Some((key, kind)) => vec![self.add(key, kind, Vec::new())],
+                None => Vec::new(),
+            };
+            let index = self.add(key, kind, deps);
             part_labels.push(weighted(&part_label(&self.stages[index].kind), part.weight));
             parts.push(index);
         }
@@ -471,13 +489,22 @@ fn part_label(kind: &StageKind) -> String {
     }
 }
 
+/// The encoders and captioners a plan's stages are made with.
+struct Setups<'a> {
+    encoders: &'a EncoderSetups,
+    captioners: &'a EncoderSetups,
+}
+
+/// A part's stage (key and kind) and, for generated captions, the captions stage it needs.
+type PartStage = (Digest, StageKind, Option<(Digest, StageKind)>);
+
 fn part_stage(
     m: &Manifest,
     ds: &DatasetStage,
     run: &Run,
     part: &Part,
-    encoders: &EncoderSetups,
-) -> Result<(Digest, StageKind), Error> {
+    setups: &Setups,
+) -> Result<PartStage, Error> {
     if let Some(npy) = &part.precomputed {
         let ids = part.ids.clone().unwrap_or_else(|| ids_path_for(npy));
         let digest = digest_file(npy)?;
@@ -493,15 +520,22 @@ fn part_stage(
                 ids,
                 digest,
             },
+            None,
         ));
     }
     let name = part
         .encoder
         .clone()
         .expect("validated: a part has precomputed or encoder");
-    let setup = encoders.get(&name)?;
+    let setup = setups.encoders.get(&name)?;
     let input = part.input.unwrap_or_default();
     let captions = (input == Modality::Captions).then(|| m.caption_source(run, part));
+    let generated = match &captions {
+        Some((Captions::Generated { generate }, _)) => {
+            Some(captions_stage(m, ds, generate, setups.captioners)?)
+        }
+        _ => None,
+    };
     let mut h = Hasher::new("encode-v1");
     h.digest(&ds.key)
         .str(setup.plugin.name())
@@ -509,22 +543,49 @@ fn part_stage(
     h.str(&setup.model.id)
         .str(&setup.model.weights_digest)
         .str(&setup.options.to_string());
-    h.str(&format!("{input:?}{captions:?}"))
-        .u64(encode::CHUNK_ROWS as u64);
+    h.u64(encode::CHUNK_ROWS as u64);
+    match (&captions, &generated) {
+        // The captions' content is their stage's key, whatever the captioner is called.
+        (_, Some((key, _))) => h.str("generated captions").digest(key),
+        _ => h.str(&format!("{input:?}{captions:?}")),
+    };
     if input == Modality::Image {
-        let images = ds
-            .images
-            .expect("signed in Plan::build when a part encodes images");
-        h.digest(&images).bool(m.dataset.strict);
+        h.digest(&images_signed(ds)).bool(m.dataset.strict);
     }
-    Ok((
-        h.finish(),
-        StageKind::Encode {
-            encoder: name,
-            input,
-            captions,
-        },
-    ))
+    let kind = StageKind::Encode {
+        encoder: name,
+        input,
+        captions,
+    };
+    Ok((h.finish(), kind, generated))
+}
+
+/// The generated-captions stage of captioner `name`: keyed by the image set, the plugin, the
+/// model's digest and the captioner's options — not by the dataset's annotations, so captions
+/// carry over to any dataset of the same images.
+fn captions_stage(
+    m: &Manifest,
+    ds: &DatasetStage,
+    name: &str,
+    captioners: &EncoderSetups,
+) -> Result<(Digest, StageKind), Error> {
+    let setup = captioners.get(name)?;
+    let mut h = Hasher::new("captions-v1");
+    h.digest(&images_signed(ds)).bool(m.dataset.strict);
+    h.str(setup.plugin.name()).str(setup.plugin.version());
+    h.str(&setup.model.id)
+        .str(&setup.model.weights_digest)
+        .str(&setup.options.to_string());
+    h.u64(generate::CHUNK_ROWS as u64);
+    let kind = StageKind::Captions {
+        captioner: name.to_string(),
+    };
+    Ok((h.finish(), kind))
+}
+
+fn images_signed(ds: &DatasetStage) -> Digest {
+    ds.images
+        .expect("signed in Plan::build when a part encodes images or captions them")
 }
 
 /// Where plugins and models come from while planning.
@@ -571,24 +632,40 @@ impl EncoderSetup {
     }
 }
 
-/// Every manifest encoder, set up once; a failure is kept (as its message) and fails only the runs
-/// that use that encoder.
+/// Every manifest encoder (or captioner), set up once; a failure is kept (as its message) and
+/// fails only the runs that use it.
 #[derive(Debug, Default)]
-pub struct EncoderSetups(BTreeMap<String, Result<EncoderSetup, String>>);
+pub struct EncoderSetups {
+    /// "encoder" or "captioner", for messages.
+    role: &'static str,
+    setups: BTreeMap<String, Result<EncoderSetup, String>>,
+}
 
 impl EncoderSetups {
-    fn prepare(m: &Manifest, env: &Environment) -> EncoderSetups {
-        let setups = m
-            .encoders
+    fn prepare(
+        role: &'static str,
+        tables: &BTreeMap<String, Encoder>,
+        env: &Environment,
+    ) -> EncoderSetups {
+        let setups = tables
             .iter()
             .map(|(name, e)| (name.clone(), setup(e, env).map_err(|e| e.to_string())));
-        EncoderSetups(setups.collect())
+        EncoderSetups {
+            role,
+            setups: setups.collect(),
+        }
+    }
+
+    /// "encoder" or "captioner".
+    pub fn role(&self) -> &'static str {
+        self.role
     }
 
     pub fn get(&self, name: &str) -> Result<&EncoderSetup, Error> {
-        match &self.0[name] {
+        match &self.setups[name] {
             Ok(setup) => Ok(setup),
             Err(message) => Err(Error::Encoder {
+                role: self.role,
                 name: name.to_string(),
                 message: message.clone(),
             }),

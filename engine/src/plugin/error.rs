@@ -105,6 +105,17 @@ pub enum PluginError {
     },
 
     #[error(
+        "plugin {name} at {} cannot generate captions (it speaks ABI {abi} and has no \
+         `generate_captions` entry, which ABI 1.1 added)",
+        path.display()
+    )]
+    NoCaptioning {
+        name: String,
+        path: PathBuf,
+        abi: embedlab_plugin::AbiVersion,
+    },
+
+    #[error(
         "plugin {name} at {}: image {index} is {width}×{height} but has {len} bytes of RGB8",
         path.display()
     )]
@@ -149,6 +160,7 @@ impl PluginError {
             | Failed { path, .. }
             | Panicked { path, .. }
             | Unsupported { path, .. }
+            | NoCaptioning { path, .. }
             | BadImage { path, .. }
             | OutputSize { path, .. } => Some(path),
         }

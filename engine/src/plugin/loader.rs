@@ -13,14 +13,15 @@ use std::sync::Arc;
 
 use embedlab_plugin::{
     ABI_VERSION, AbiVersion, CreateFn, DescribeFn, Description, DestroyFn, ENTRY_SYMBOL,
-    EncodeImagesFn, EncodeTextsFn, EntryFn, Image, InfoFn, Modality, ModelInfo, PluginTable,
-    RawImage, RawStr, Status, TableHeader, Writer,
+    EncodeImagesFn, EncodeTextsFn, EntryFn, GenerateCaptionsFn, Image, InfoFn, Modality, ModelInfo,
+    PluginTable, RawImage, RawStr, Status, TableHeader, Writer,
 };
 use libloading::Library;
 
 use super::PluginError;
 
-/// A plugin's table entries, checked: all present but `encode_images` (NULL for text-only).
+/// A plugin's table entries, checked: all present but `encode_images` (NULL for text-only) and
+/// `generate_captions` (NULL for plugins that never caption, and for ABI 1.0 plugins).
 #[derive(Clone, Copy)]
 struct Entries {
     name: InfoFn,
@@ -31,6 +32,7 @@ struct Entries {
     encode_texts: EncodeTextsFn,
     encode_images: Option<EncodeImagesFn>,
     destroy: DestroyFn,
+    generate_captions: Option<GenerateCaptionsFn>,
 }
 
 /// A loaded plugin library and what it said about itself.
@@ -96,11 +98,7 @@ pub(super) fn load(path: &Path, expected: &str) -> Result<Loaded, PluginError> {
             needed,
         });
     }
-    // SAFETY: the plugin speaks our major version, a minor we know, and says its table holds at
-    // least `needed` = `size_of::<PluginTable>()` bytes, so the whole struct is readable. Every
-    // field is plain data or an `Option` of a function pointer, valid for any non-NULL or NULL
-    // value; whether each is present is checked next.
-    let raw = unsafe { table.read() };
+    let raw = read_table(table, needed);
     let missing = |entry: &'static str| {
         let (name, path) = at(expected);
         PluginError::NullEntry { name, path, entry }
@@ -114,6 +112,7 @@ pub(super) fn load(path: &Path, expected: &str) -> Result<Loaded, PluginError> {
         encode_texts: raw.encode_texts.ok_or_else(|| missing("encode_texts"))?,
         encode_images: raw.encode_images,
         destroy: raw.destroy.ok_or_else(|| missing("destroy"))?,
+        generate_captions: raw.generate_captions,
     };
 
     let text = |f: InfoFn, what: &'static str| -> Result<String, PluginError> {
@@ -162,6 +161,21 @@ pub(super) fn load(path: &Path, expected: &str) -> Result<Loaded, PluginError> {
         entries,
         _library: library,
     })
+}
+
+/// The first `len` bytes of the plugin's table (all its minor version defines); the entries of
+/// later minor versions stay NULL.
+fn read_table(table: *const PluginTable, len: usize) -> PluginTable {
+    let mut copy = std::mem::MaybeUninit::<PluginTable>::zeroed();
+    let len = len.min(size_of::<PluginTable>());
+    // SAFETY: the plugin speaks our major version and a minor we know, and says its table holds
+    // at least `len` bytes (the caller checked `table_size` against `required_size`), so `len`
+    // bytes at `table` are readable; `copy` has room for them and does not overlap the table.
+    unsafe { std::ptr::copy_nonoverlapping(table.cast::<u8>(), copy.as_mut_ptr().cast(), len) };
+    // SAFETY: every field is plain data or an `Option` of a function pointer, for which all-zero
+    // bytes are a valid value (`None`); the copied prefix holds the plugin's own values, each
+    // valid for any non-NULL or NULL value. Whether each entry is present is checked by the caller.
+    unsafe { copy.assume_init() }
 }
 
 impl Loaded {
@@ -262,6 +276,31 @@ impl RawEncoder {
         Ok(vec![0.0; len])
     }
 
+    /// `images` as the ABI passes them, after checking each one's length.
+    fn raw_images(&self, images: &[Image<'_>]) -> Result<Vec<RawImage>, PluginError> {
+        if let Some((index, bad)) = images.iter().enumerate().find(|(_, i)| !i.is_consistent()) {
+            let (name, path) = self.loaded.error_at();
+            let (width, height, len) = (bad.width, bad.height, bad.rgb.len());
+            return Err(PluginError::BadImage {
+                name,
+                path,
+                index,
+                width,
+                height,
+                len,
+            });
+        }
+        Ok(images
+            .iter()
+            .map(|i| RawImage {
+                width: i.width,
+                height: i.height,
+                rgb: i.rgb.as_ptr(),
+                rgb_len: i.rgb.len(),
+            })
+            .collect())
+    }
+
     fn unsupported(&self, what: &'static str) -> PluginError {
         let (name, path) = self.loaded.error_at();
         PluginError::Unsupported { name, path, what }
@@ -331,30 +370,10 @@ impl RawEncoder {
         if !self.description.supports(Modality::Image) {
             return Err(self.unsupported("images"));
         }
-        if let Some((index, bad)) = images.iter().enumerate().find(|(_, i)| !i.is_consistent()) {
-            let (name, path) = self.loaded.error_at();
-            let (width, height, len) = (bad.width, bad.height, bad.rgb.len());
-            return Err(PluginError::BadImage {
-                name,
-                path,
-                index,
-                width,
-                height,
-                len,
-            });
-        }
-        if images.is_empty() {
+        let raw = self.raw_images(images)?;
+        if raw.is_empty() {
             return Ok(Vec::new());
         }
-        let raw: Vec<RawImage> = images
-            .iter()
-            .map(|i| RawImage {
-                width: i.width,
-                height: i.height,
-                rgb: i.rgb.as_ptr(),
-                rgb_len: i.rgb.len(),
-            })
-            .collect();
         let mut out = self.buffer(images.len())?;
         let mut written = 0usize;
         // SAFETY: as in `encode_texts`; each image's `rgb_len` is `width × height × 3` (checked)
@@ -372,6 +391,43 @@ impl RawEncoder {
         });
         self.check("encode images", status, &err, images.len(), written)?;
         Ok(out)
+    }
+}
+
+impl RawEncoder {
+    /// One caption per image, in order (ABI 1.1 `generate_captions`).
+    pub(super) fn generate_captions(
+        &mut self,
+        images: &[Image<'_>],
+    ) -> Result<Vec<String>, PluginError> {
+        let Some(generate) = self.loaded.entries.generate_captions else {
+            let (name, path) = self.loaded.error_at();
+            let abi = self.loaded.abi;
+            return Err(PluginError::NoCaptioning { name, path, abi });
+        };
+        let raw = self.raw_images(images)?;
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        // SAFETY: `generate_captions` is a checked entry of a 1.1 table; `self.ptr` is a live
+        // encoder of this library, used by this thread only (`&mut self`); each image's
+        // `rgb_len` is `width × height × 3` (checked) and its bytes are borrowed from `images`
+        // for the call; the writers are valid for the call.
+        let (status, out, err) = with_writers(|out, err| unsafe {
+            generate(self.ptr.as_ptr(), raw.as_ptr(), raw.len(), out, err)
+        });
+        if status != Status::OK {
+            return Err(self.loaded.failure("generate captions", status, &err));
+        }
+        let captions: Vec<String> = serde_json::from_slice(&out).map_err(|e| {
+            self.loaded
+                .bad_reply("captions", format!("not a JSON array of strings: {e}"))
+        })?;
+        if captions.len() != images.len() {
+            let message = format!("{} captions for {} images", captions.len(), images.len());
+            return Err(self.loaded.bad_reply("captions", message));
+        }
+        Ok(captions)
     }
 }
 

@@ -241,6 +241,12 @@ impl EncoderHandle {
     pub fn encode_images(&mut self, images: &[Image<'_>]) -> Result<Vec<f32>, PluginError> {
         self.raw.encode_images(images)
     }
+
+    /// One caption per image, in order; an error if the plugin (ABI 1.0) or its model cannot
+    /// caption.
+    pub fn generate_captions(&mut self, images: &[Image<'_>]) -> Result<Vec<String>, PluginError> {
+        self.raw.generate_captions(images)
+    }
 }
 
 impl fmt::Debug for EncoderHandle {

@@ -313,7 +313,7 @@ fn plugin_of_another_abi_major_is_refused_with_a_clear_message() {
     assert_eq!(
         err.to_string(),
         format!(
-            "plugin fixture_plugin at {} speaks ABI 2.0; this embedlab speaks 1.0 — rebuild the plugin against \
+            "plugin fixture_plugin at {} speaks ABI 2.0; this embedlab speaks 1.1 — rebuild the plugin against \
              embedlab-plugin (ABI 1.x)",
             path.display()
         )
@@ -327,7 +327,7 @@ fn plugin_of_a_newer_abi_minor_is_refused() {
         matches!(
             err,
             PluginError::AbiMismatch {
-                plugin: AbiVersion { major: 1, minor: 1 },
+                plugin: AbiVersion { major: 1, minor: 2 },
                 ..
             }
         ),
@@ -335,7 +335,7 @@ fn plugin_of_a_newer_abi_minor_is_refused() {
     );
     assert!(
         err.to_string()
-            .contains("speaks ABI 1.1; this embedlab speaks 1.0 — upgrade embedlab"),
+            .contains("speaks ABI 1.2; this embedlab speaks 1.1 — upgrade embedlab"),
         "{err}"
     );
 }
@@ -349,7 +349,7 @@ fn plugin_with_a_short_table_is_refused() {
     );
     assert!(
         err.to_string()
-            .contains("its function table is 16 bytes, but ABI 1.0 needs at least"),
+            .contains("its function table is 16 bytes, but ABI 1.1 needs at least 88"),
         "{err}"
     );
 }
@@ -608,4 +608,57 @@ fn plugin_handles_are_send() {
     send::<Plugin>();
     fn sync<T: Sync>() {}
     sync::<Plugin>();
+}
+
+#[test]
+fn fixture_plugin_generates_one_caption_per_image() {
+    let mut encoder = encoder("ok");
+    let red = Image {
+        width: 1,
+        height: 2,
+        rgb: &[200, 0, 0, 100, 50, 0],
+    };
+    let blue = Image {
+        width: 1,
+        height: 1,
+        rgb: &[0, 10, 90],
+    };
+    let captions = encoder.generate_captions(&[red, blue]).unwrap();
+    assert_eq!(
+        captions,
+        ["a 1×2 image, mostly red", "a 1×1 image, mostly blue"]
+    );
+    assert!(encoder.generate_captions(&[]).unwrap().is_empty());
+
+    let err = self::encoder("text-only")
+        .generate_captions(&[blue])
+        .unwrap_err();
+    assert!(
+        err.to_string().ends_with(
+            "generate captions failed (unsupported): fixture model text-only does not caption"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn plugin_of_abi_1_0_loads_but_cannot_caption() {
+    let plugin = find(FIXTURE, &SearchPath::only(&[fixture(Some("abi-1-0"))]))
+        .expect("an ABI 1.0 plugin loads");
+    assert_eq!(plugin.abi(), AbiVersion { major: 1, minor: 0 });
+    let mut encoder = plugin.create(&json!({ "model": "ok" })).unwrap();
+    assert_eq!(encoder.encode_texts(&["ab"]).unwrap(), [2.0, 1.0, 1.0, 1.0]);
+    let image = Image {
+        width: 1,
+        height: 1,
+        rgb: &[1, 2, 3],
+    };
+    let err = encoder.generate_captions(&[image]).unwrap_err();
+    assert!(matches!(err, PluginError::NoCaptioning { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(
+            "cannot generate captions (it speaks ABI 1.0 and has no `generate_captions` entry"
+        ),
+        "{err}"
+    );
 }

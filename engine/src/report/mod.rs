@@ -62,8 +62,6 @@ pub fn write_per_query(
     neighbours: &Neighbours,
     evaluation: &Evaluation,
 ) -> Result<(), Error> {
-    let dir = path.parent().expect("per-query file has a folder");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut out = Vec::with_capacity(neighbours.n * 256);
     for q in 0..neighbours.n {
         let query = &dataset.samples[q];
@@ -91,7 +89,14 @@ pub fn write_per_query(
         serde_json::to_writer(&mut out, &line).expect("json");
         out.push(b'\n');
     }
-    write_atomic(path, &out)
+    write_file(path, &out)
+}
+
+/// Writes `bytes` to `path` atomically, creating its folder.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().expect("a file path has a folder");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_atomic(path, bytes)
 }
 
 /// One line of a per-query file.

@@ -93,7 +93,7 @@
 //!
 //! typedef struct {
 //!     /* Header: never changes, in any version. */
-//!     embedlab_abi_version abi;   /* offset 0: {1, 0} for this version                         */
+//!     embedlab_abi_version abi;   /* offset 0: {1, 1} for this version                         */
 //!     size_t table_size;          /* offset 8: sizeof(embedlab_plugin_table) the plugin was built
 //!                                    with; later minor versions only append entries            */
 //!     /* ABI 1.0 entries (offsets on 64-bit targets). */
@@ -113,7 +113,11 @@
 //!                                      float *out, size_t out_len, size_t *written,
 //!                                      const embedlab_writer *err);
 //!     void (*destroy)(embedlab_encoder *encoder);                                           /* 72 */
-//! } embedlab_plugin_table;                                                          /* size 80 */
+//!     /* ABI 1.1 entries. */
+//!     embedlab_status (*generate_captions)(embedlab_encoder *encoder, /* 80; NULL: no captions */
+//!                                          const embedlab_image *images, size_t n,
+//!                                          const embedlab_writer *out, const embedlab_writer *err);
+//! } embedlab_plugin_table;                                             /* size 88 (1.0: 80) */
 //!
 //! /* The one exported symbol. Its name and signature never change (the "v1" names the
 //!    handshake, not the ABI version): a plugin for ABI 2.x exports the same symbol with
@@ -128,7 +132,9 @@
 //!   `abi` and `table_size`, and accepts the plugin if the majors are equal and the plugin's minor
 //!   is not newer than the host's ([`AbiVersion::accepts`]), and `table_size` covers every entry
 //!   of the plugin's minor version ([`PluginTable::required_size`]). Only then does it read the
-//!   rest. Every entry except `encode_images` must be non-NULL.
+//!   rest, and only the entries of the plugin's minor version (a 1.0 table ends before
+//!   `generate_captions`). Every entry except `encode_images` and `generate_captions` must be
+//!   non-NULL.
 //! - **Strings** cross as pointer + length, UTF-8, never NUL-terminated. Results (name, version,
 //!   JSON) and error messages go to a host-provided [`Writer`]: the plugin calls `write` with
 //!   pointer + length as often as it likes; nothing allocated by one side is ever freed by the
@@ -149,6 +155,9 @@
 //!   `out_len == n * dim` floats; the plugin writes row `i` (dim floats) for input `i`, stores
 //!   `n * dim` in `*written`, and returns `EMBEDLAB_OK`. The host checks `*written`.
 //!   `texts`/`images` may be NULL when `n == 0`.
+//! - **`generate_captions`** (ABI 1.1, optional) receives `n` images and writes to `out` a JSON
+//!   array of exactly `n` strings, caption `i` for image `i`. An encoder whose model cannot
+//!   caption returns `EMBEDLAB_UNSUPPORTED`; a plugin that never captions may leave it NULL.
 //! - **`destroy`** frees an encoder returned by `create`; the host calls it exactly once, after
 //!   the last call on that encoder, and never for NULL.
 //! - **Threads.** `name`, `version`, `models` and `create` may be called from any thread,
@@ -174,7 +183,7 @@ pub const ENTRY_SYMBOL: &[u8] = b"embedlab_plugin_v1\0";
 
 /// The ABI version this crate implements. A major bump breaks compatibility; a minor bump only
 /// appends optional entries to the function table.
-pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 0 };
+pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 1 };
 
 /// An ABI version as plugins report it.
 #[repr(C)]
@@ -325,6 +334,14 @@ pub type EncodeImagesFn = unsafe extern "C" fn(
     written: *mut usize,
     err: *const Writer,
 ) -> Status;
+/// `generate_captions` (ABI 1.1): `n` images in, a JSON array of `n` strings written to `out`.
+pub type GenerateCaptionsFn = unsafe extern "C" fn(
+    encoder: *mut c_void,
+    images: *const RawImage,
+    n: usize,
+    out: *const Writer,
+    err: *const Writer,
+) -> Status;
 /// `destroy`: free an encoder.
 pub type DestroyFn = unsafe extern "C" fn(encoder: *mut c_void);
 
@@ -356,16 +373,20 @@ pub struct PluginTable {
     /// NULL for a plugin that encodes texts only.
     pub encode_images: Option<EncodeImagesFn>,
     pub destroy: Option<DestroyFn>,
+    // ABI 1.1
+    /// NULL for a plugin that never generates captions.
+    pub generate_captions: Option<GenerateCaptionsFn>,
 }
 
 impl PluginTable {
     /// The smallest `table_size` a plugin speaking `abi` (of this major version) may report: up
-    /// to the last entry its minor version defines.
+    /// to the last entry its minor version defines. A host reads no more than this of a table.
     pub const fn required_size(abi: AbiVersion) -> usize {
-        // ABI 1.0 defines every entry of this struct; a 1.1 would return the offset of its first
-        // appended entry for `abi.minor == 0`.
-        let _ = abi;
-        size_of::<PluginTable>()
+        if abi.minor == 0 {
+            std::mem::offset_of!(PluginTable, generate_captions)
+        } else {
+            size_of::<PluginTable>()
+        }
     }
 }
 
@@ -668,6 +689,14 @@ pub trait Encoder: Send + 'static {
             "this encoder does not encode images",
         ))
     }
+
+    /// One caption per image, in order (ABI 1.1). The default says this model does not caption.
+    fn generate_captions(&mut self, images: &[Image<'_>]) -> Result<Vec<String>, PluginError> {
+        let _ = images;
+        Err(PluginError::unsupported(
+            "this encoder's model does not generate captions",
+        ))
+    }
 }
 
 /// Exports a [`Plugin`] from a `cdylib`: defines the `embedlab_plugin_v1` symbol returning a
@@ -717,6 +746,7 @@ pub mod __private {
             encode_texts: Some(encode_texts::<P>),
             encode_images: Some(encode_images::<P>),
             destroy: Some(destroy::<P>),
+            generate_captions: Some(generate_captions::<P>),
         }
     }
 
@@ -910,6 +940,40 @@ pub mod __private {
         }
     }
 
+    /// Runs `f` on the encoder behind `encoder` inside [`guard`]: refuses NULL and poisoned
+    /// encoders, and poisons the encoder when `f` panics (its state is unknown afterwards).
+    ///
+    /// # Safety
+    /// `encoder` NULL or from `create` (of a plugin whose encoder type is `E`) and used by this
+    /// thread only; `err` as for [`emit`].
+    unsafe fn with_slot<E: Encoder>(
+        encoder: *mut c_void,
+        err: *const Writer,
+        f: impl FnOnce(&mut Slot<E>) -> Result<(), PluginError>,
+    ) -> Status {
+        let slot_ptr = encoder.cast::<Slot<E>>();
+        // SAFETY: the caller's contract; the `&mut Slot` made inside ends with the closure.
+        let status = unsafe {
+            guard(err, || {
+                let slot = slot_ptr
+                    .as_mut()
+                    .ok_or_else(|| PluginError::bad_input("NULL encoder"))?;
+                if slot.poisoned {
+                    let message = "an earlier call on this encoder panicked; create a new encoder";
+                    return Err(PluginError::new(Status::PANIC, message));
+                }
+                f(slot)
+            })
+        };
+        if status == Status::PANIC {
+            // SAFETY: as above; no other reference to the slot is alive.
+            if let Some(slot) = unsafe { slot_ptr.as_mut() } {
+                slot.poisoned = true;
+            }
+        }
+        status
+    }
+
     /// The common part of both encode shims: checks, then `run(encoder, inputs, out)`.
     ///
     /// # Safety
@@ -933,17 +997,9 @@ pub mod __private {
             // SAFETY: non-NULL and writable (the caller's contract).
             unsafe { written.write(0) };
         }
-        let slot_ptr = encoder.cast::<Slot<E>>();
-        // SAFETY: the caller's contract; the `&mut Slot` made inside ends with the closure.
-        let status = unsafe {
-            guard(err, || {
-                let slot = slot_ptr
-                    .as_mut()
-                    .ok_or_else(|| PluginError::bad_input("NULL encoder"))?;
-                if slot.poisoned {
-                    let message = "an earlier call on this encoder panicked; create a new encoder";
-                    return Err(PluginError::new(Status::PANIC, message));
-                }
+        // SAFETY: the caller's contract covers `with_slot`'s, and `inputs`, `out`, `written`.
+        unsafe {
+            with_slot(encoder, err, |slot: &mut Slot<E>| {
                 if !slot.description.supports(modality) {
                     return Err(PluginError::unsupported(format!(
                         "this encoder does not encode {modality}s"
@@ -965,14 +1021,7 @@ pub mod __private {
                 }
                 Ok(())
             })
-        };
-        if status == Status::PANIC {
-            // SAFETY: as above; no other reference to the slot is alive.
-            if let Some(slot) = unsafe { slot_ptr.as_mut() } {
-                slot.poisoned = true;
-            }
         }
-        status
     }
 
     unsafe extern "C" fn encode_texts<P: Plugin>(
@@ -1021,22 +1070,8 @@ pub mod __private {
         err: *const Writer,
     ) -> Status {
         let run = |e: &mut P::Encoder, raw: &[RawImage], out: &mut [f32]| {
-            let mut images = Vec::with_capacity(raw.len());
-            for (i, r) in raw.iter().enumerate() {
-                let (w, h) = (r.width, r.height);
-                if Image::expected_len(w, h) != Some(r.rgb_len) {
-                    let message =
-                        format!("image {i} is {w}×{h} but has {} bytes of RGB8", r.rgb_len);
-                    return Err(PluginError::bad_input(message));
-                }
-                // SAFETY: each image points to `rgb_len` bytes valid for this call (the ABI).
-                let rgb = unsafe { slice(r.rgb, r.rgb_len) }?;
-                images.push(Image {
-                    width: w,
-                    height: h,
-                    rgb,
-                });
-            }
+            // SAFETY: each image points to `rgb_len` bytes valid for this call (the ABI).
+            let images = unsafe { images_from_raw(raw) }?;
             e.encode_images(&images, out)
         };
         // SAFETY: the ABI's contract for this entry is `encode`'s.
@@ -1052,6 +1087,55 @@ pub mod __private {
                 Modality::Image,
                 run,
             )
+        }
+    }
+
+    /// The images of an `encode_images` or `generate_captions` call, their lengths checked.
+    ///
+    /// # Safety
+    /// Each image's `rgb` is NULL or points to `rgb_len` bytes valid for `'a`.
+    unsafe fn images_from_raw<'a>(raw: &'a [RawImage]) -> Result<Vec<Image<'a>>, PluginError> {
+        let mut images = Vec::with_capacity(raw.len());
+        for (i, r) in raw.iter().enumerate() {
+            let (w, h) = (r.width, r.height);
+            if Image::expected_len(w, h) != Some(r.rgb_len) {
+                let message = format!("image {i} is {w}×{h} but has {} bytes of RGB8", r.rgb_len);
+                return Err(PluginError::bad_input(message));
+            }
+            // SAFETY: the caller's contract.
+            let rgb = unsafe { slice(r.rgb, r.rgb_len) }?;
+            images.push(Image {
+                width: w,
+                height: h,
+                rgb,
+            });
+        }
+        Ok(images)
+    }
+
+    unsafe extern "C" fn generate_captions<P: Plugin>(
+        encoder: *mut c_void,
+        images: *const RawImage,
+        n: usize,
+        out: *const Writer,
+        err: *const Writer,
+    ) -> Status {
+        // SAFETY: the ABI's contract for this entry: `encoder` as for `with_slot`, `images` valid
+        // for `n` items (each for its `rgb_len` bytes), writers valid for the call.
+        unsafe {
+            with_slot(encoder, err, |slot: &mut Slot<P::Encoder>| {
+                let raw = slice(images, n)?;
+                let images = images_from_raw(raw)?;
+                let captions = slot.encoder.generate_captions(&images)?;
+                if captions.len() != n {
+                    return Err(PluginError::internal(format!(
+                        "the model generated {} captions for {n} images",
+                        captions.len()
+                    )));
+                }
+                emit(out, Value::from(captions).to_string().as_bytes());
+                Ok(())
+            })
         }
     }
 
@@ -1081,7 +1165,7 @@ mod tests {
         assert!(host.accepts(AbiVersion { major: 1, minor: 2 }));
         assert!(!host.accepts(AbiVersion { major: 1, minor: 3 }));
         assert!(!host.accepts(AbiVersion { major: 2, minor: 0 }));
-        assert_eq!(ABI_VERSION.to_string(), "1.0");
+        assert_eq!(ABI_VERSION.to_string(), "1.1");
     }
 
     #[test]
@@ -1113,10 +1197,15 @@ mod tests {
             offset_of!(PluginTable, encode_texts),
             offset_of!(PluginTable, encode_images),
             offset_of!(PluginTable, destroy),
+            offset_of!(PluginTable, generate_captions),
         ];
-        assert_eq!(entries, [16, 24, 32, 40, 48, 56, 64, 72]);
-        assert_eq!(size_of::<PluginTable>(), 80);
-        assert_eq!(PluginTable::required_size(ABI_VERSION), 80);
+        assert_eq!(entries, [16, 24, 32, 40, 48, 56, 64, 72, 80]);
+        assert_eq!(size_of::<PluginTable>(), 88);
+        assert_eq!(PluginTable::required_size(ABI_VERSION), 88);
+        assert_eq!(
+            PluginTable::required_size(AbiVersion { major: 1, minor: 0 }),
+            80
+        );
         // `Option<fn>` is a nullable function pointer, as in C.
         assert_eq!(size_of::<Option<EncodeTextsFn>>(), 8);
         assert_eq!(
@@ -1269,6 +1358,15 @@ mod tests {
                 row[1] = self.calls as f32;
             }
             Ok(())
+        }
+        fn generate_captions(&mut self, images: &[Image<'_>]) -> Result<Vec<String>, PluginError> {
+            match images.len() {
+                3 => Ok(vec!["too few".into()]),
+                _ => Ok(images
+                    .iter()
+                    .map(|i| format!("{}x{}", i.width, i.height))
+                    .collect()),
+            }
         }
     }
 
@@ -1445,6 +1543,46 @@ mod tests {
             String::from_utf8(err)
                 .unwrap()
                 .starts_with("text 0 is not UTF-8")
+        );
+        // SAFETY: created above, destroyed once.
+        unsafe { PROBE.destroy.unwrap()(encoder) };
+    }
+
+    fn captions(encoder: *mut c_void, images: &[RawImage]) -> (Status, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (o, e) = (sink(&mut out), sink(&mut err));
+        // SAFETY: every pointer is valid for the call; `encoder` came from `create`.
+        let status = unsafe {
+            PROBE.generate_captions.unwrap()(encoder, images.as_ptr(), images.len(), &o, &e)
+        };
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (status, text(out), text(err))
+    }
+
+    #[test]
+    fn caption_shim_writes_one_json_string_per_image_and_checks_counts() {
+        let (_, encoder, _) = create(r#"{"model": "m"}"#);
+        let pixels = [7u8; 2 * 3 * 3];
+        let image = |width, height, rgb_len| RawImage {
+            width,
+            height,
+            rgb: pixels.as_ptr(),
+            rgb_len,
+        };
+        let (status, out, _) = captions(encoder, &[image(2, 3, 18), image(3, 2, 18)]);
+        assert_eq!((status, out.as_str()), (Status::OK, r#"["2x3","3x2"]"#));
+        let (status, _, err) = captions(encoder, &[image(2, 3, 17)]);
+        assert_eq!(
+            (status, err.as_str()),
+            (Status::BAD_INPUT, "image 0 is 2×3 but has 17 bytes of RGB8")
+        );
+        let (status, _, err) = captions(encoder, &[image(1, 1, 3), image(1, 1, 3), image(1, 1, 3)]);
+        assert_eq!(
+            (status, err.as_str()),
+            (
+                Status::INTERNAL,
+                "the model generated 1 captions for 3 images"
+            )
         );
         // SAFETY: created above, destroyed once.
         unsafe { PROBE.destroy.unwrap()(encoder) };
