@@ -52,6 +52,16 @@ impl Plugin for Candle {
                  parity-tested on tiny random BLIP models",
             ),
             ModelInfo::new(
+                "Salesforce/blip-image-captioning-base",
+                "BLIP captioning (ViT-B), captions (greedy or beam search, optional prompt) and \
+                 images, 768-d class token, normalised; parity-tested on tiny random BLIP models",
+            ),
+            ModelInfo::new(
+                "Salesforce/blip-image-captioning-large",
+                "BLIP captioning (ViT-L), captions (greedy or beam search, optional prompt) and \
+                 images, 1024-d class token, normalised; parity-tested on tiny random BLIP models",
+            ),
+            ModelInfo::new(
                 "google/vit-base-patch16-224",
                 "ViT-B/16 (transformers layout), images: 768-d [CLS] features or ImageNet logits; \
                  parity-tested on tiny random ViT models",
@@ -97,6 +107,10 @@ impl Encoder for CandleEncoder {
 
     fn encode_images(&mut self, images: &[Image<'_>], out: &mut [f32]) -> Result<(), PluginError> {
         self.model.encode_images(images, out).map_err(encode_error)
+    }
+
+    fn generate_captions(&mut self, images: &[Image<'_>]) -> Result<Vec<String>, PluginError> {
+        self.model.generate_captions(images).map_err(encode_error)
     }
 }
 

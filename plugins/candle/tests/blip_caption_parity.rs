@@ -5,9 +5,10 @@
 //! - generation alone: the reference's own preprocessed pixels through our model, for every case
 //!   (greedy, greedy after a prompt, beam search, beam search with a prompt and `min_length`, the
 //!   default length): the token ids must equal the reference's exactly, and the decoded texts too;
-//! - end to end, through the family the plugin detects: raw JPEGs decoded with the `image` crate
-//!   -> our preprocessing (compared with the reference's pixels first, so that a drift there is
-//!   named as such) -> captions, again token for token.
+//! - end to end, through the plugin API the engine uses (`Candle::create`, `generate_captions`,
+//!   two images per batch): raw JPEGs decoded with the `image` crate -> our preprocessing
+//!   (compared with the reference's pixels first, so that a drift there is named as such) ->
+//!   captions, whose texts must equal the reference's.
 //!
 //! The JPEGs are read from `../shared/data/coco-sample/images` relative to the repo root; without
 //! them the end-to-end checks print "skipped: ..." and pass.
@@ -17,9 +18,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use embedlab_candle::Candle;
 use embedlab_candle::blip_caption::{BlipCaptioner, Caption, CaptionOptions};
 use embedlab_candle::family;
-use embedlab_plugin::Modality;
+use embedlab_plugin::{Encoder, Modality, Plugin, Status};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -103,7 +105,7 @@ fn captions_of_reference_pixels_match_transformers_token_for_token() {
 }
 
 #[test]
-fn captions_of_jpegs_match_transformers_through_the_plugin_family() {
+fn captions_of_jpegs_match_transformers_through_the_plugin() {
     let reference = reference();
     let dir = fixture_dir();
     assert_eq!(family::detect(&dir).name, "blip_caption");
@@ -158,15 +160,27 @@ fn captions_of_jpegs_match_transformers_through_the_plugin_family() {
         let mut options = case.options.clone();
         // Two images per batch, so that batching is exercised too.
         options.insert("batch_size".into(), 2.into());
-        let model = (family::detect(&dir).load)(&dir, options).unwrap_or_else(|e| panic!("{e}"));
-        let description = model.describe();
+        let config = serde_json::json!({"model": "tiny-blip-caption", "model_dir": dir,
+                                        "options": options});
+        let mut encoder = Candle::create(&config.to_string()).unwrap_or_else(|e| panic!("{e:?}"));
+        let description = encoder.describe();
         assert_eq!(description.modalities, [Modality::Image]);
-        let texts = model.generate_captions(&images).unwrap();
+        let texts = encoder.generate_captions(&images).unwrap();
         let label = format!("{:?} end to end", case.options);
         let want: Vec<&str> = case.outputs.iter().map(|o| o.text.as_str()).collect();
         assert_eq!(texts, want, "{label}");
         println!("{label}: {} captions identical", texts.len());
     }
+}
+
+#[test]
+fn models_without_a_decoder_do_not_caption() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/blip");
+    let config = serde_json::json!({"model": "tiny-blip", "model_dir": dir});
+    let mut encoder = Candle::create(&config.to_string()).unwrap_or_else(|e| panic!("{e:?}"));
+    let err = encoder.generate_captions(&[]).unwrap_err();
+    assert_eq!(err.status, Status::UNSUPPORTED, "{}", err.message);
+    assert!(err.message.contains("captions"), "{}", err.message);
 }
 
 #[test]
@@ -181,13 +195,14 @@ fn options_are_checked_at_load() {
             "max_length",
         ),
     ] {
-        let serde_json::Value::Object(options) = options else {
-            unreachable!()
-        };
-        let err = match (family::detect(&dir).load)(&dir, options) {
+        let config = serde_json::json!({"model": "tiny-blip-caption", "model_dir": dir,
+                                        "options": options});
+        let err = match Candle::create(&config.to_string()) {
             Ok(_) => panic!("{wanted}: loaded"),
-            Err(err) => err.to_string(),
+            Err(err) => err,
         };
+        assert_eq!(err.status, Status::BAD_CONFIG, "{}", err.message);
+        let err = err.message;
         println!("{err}");
         assert!(err.contains(wanted), "{err}");
         assert!(!err.contains('\n'), "{err}");
