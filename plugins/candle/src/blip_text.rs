@@ -377,7 +377,7 @@ mod tests {
         let next = Tensor::new(&[[3u32], [3]], &Device::Cpu)?;
         let from_swapped = model.forward(&next, &mut swapped)?;
         let mut row = model.cache(&image.narrow(0, 1, 1)?)?;
-        model.forward(&ids.narrow(0, 1, 1)?, &mut row)?;
+        model.forward(&ids.narrow(0, 1, 1)?.narrow(1, 0, 2)?, &mut row)?;
         let alone = model.forward(&next.narrow(0, 0, 1)?, &mut row)?;
         let diff = (from_swapped.narrow(0, 0, 1)? - alone)?
             .abs()?
