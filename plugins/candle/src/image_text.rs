@@ -9,7 +9,8 @@
 //!   `preprocessor_config.json`;
 //! - OpenCLIP (`laion/CLIP-ViT-*`, `timm/*-openai`): `open_clip_config.json`,
 //!   `open_clip_model.safetensors` or `open_clip_pytorch_model.bin`, `tokenizer.json`;
-//! - BLIP (`Salesforce/blip-*`): `config.json` (`model_type: "blip"`), `model.safetensors` or
+//! - BLIP (`Salesforce/blip-*`; captioning checkpoints go to [`crate::blip_caption`]):
+//!   `config.json` (`model_type: "blip"`), `model.safetensors` or
 //!   `pytorch_model.bin`, `preprocessor_config.json`, and for retrieval checkpoints (which embed
 //!   texts too) `tokenizer.json`.
 
