@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 
-
 use crate::{Error, lines, scan};
 
 /// The header line of the official class descriptions file.

@@ -48,7 +48,11 @@ impl Error {
 
     /// A polars error, on one line.
     pub(crate) fn scan(path: &std::path::Path, err: &polars::error::PolarsError) -> Error {
-        let message = err.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        let message = err
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         Error::Scan {
             path: path.to_path_buf(),
             message,

@@ -272,10 +272,22 @@ mod tests {
     #[test]
     fn malformed_rows_name_the_file_and_line() {
         let cases = [
-            (header("a,v,/m/01,1\na,v,/m/02\n"), "labels.csv:3: expected 4 fields"),
-            (header("a,v,/m/01,1\na,v,/m/02,1,9\n"), "labels.csv:3: expected 4 fields"),
-            (header("a,v,/m/01,yes\n"), "labels.csv:2: Confidence `yes` is not a number"),
-            (header("a,v,/m/01,1\n,v,/m/02,1\n"), "labels.csv:3: empty ImageID"),
+            (
+                header("a,v,/m/01,1\na,v,/m/02\n"),
+                "labels.csv:3: expected 4 fields",
+            ),
+            (
+                header("a,v,/m/01,1\na,v,/m/02,1,9\n"),
+                "labels.csv:3: expected 4 fields",
+            ),
+            (
+                header("a,v,/m/01,yes\n"),
+                "labels.csv:2: Confidence `yes` is not a number",
+            ),
+            (
+                header("a,v,/m/01,1\n,v,/m/02,1\n"),
+                "labels.csv:3: empty ImageID",
+            ),
             (
                 "ImageID,LabelName,Confidence\na,/m/01,1\n".to_string(),
                 "labels.csv:1: expected the header `ImageID,Source,LabelName,Confidence`, found `ImageID,LabelName,Confidence`",
@@ -309,7 +321,9 @@ mod tests {
     #[test]
     fn progress_hears_every_row() {
         let files = Files::new();
-        let rows: String = (0..1000).map(|i| format!("i{i},v,/m/0{},1\n", i % 3 + 1)).collect();
+        let rows: String = (0..1000)
+            .map(|i| format!("i{i},v,/m/0{},1\n", i % 3 + 1))
+            .collect();
         let path = files.write("labels.csv", &header(&rows));
         let classes = read_classes(&files.dir.path().join("classes.csv")).unwrap();
         let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
