@@ -455,3 +455,95 @@ fn the_coco_sample_runs_when_shared_data_is_present() {
     .unwrap();
     assert_eq!(r["runs"][0]["n_samples"], 60);
 }
+
+/// The shared COCO sample converted to the official Open Images V7 formats by
+/// `experiments/oiv7/make_sample.py` must load exactly as the coco format loads the originals:
+/// same samples, same order, same captions (narratives), same label sets.
+#[test]
+#[cfg(feature = "oiv7")]
+fn the_coco_sample_as_oiv7_matches_the_coco_format() {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let coco = workspace.join("../shared/data/coco-sample");
+    if !coco.join("annotations").exists() {
+        eprintln!("skipped: {} is absent (shared test data)", coco.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sample = dir.path().join("sample");
+    let converted = std::process::Command::new("python3")
+        .arg(workspace.join("experiments/oiv7/make_sample.py"))
+        .arg("--coco")
+        .arg(&coco)
+        .arg("--out")
+        .arg(&sample)
+        .output();
+    match converted {
+        Ok(out) => assert!(out.status.success(), "{}", stderr(&out)),
+        Err(err) => {
+            eprintln!("skipped: python3 cannot run ({err})");
+            return;
+        }
+    }
+    let runs = "[[runs]]\nname = \"r\"\nparts = [{ precomputed = \"v.npy\" }]\n";
+    let oiv7 = format!(
+        "[experiment]\nname = \"oi\"\n[dataset]\nformat = \"oiv7\"\nlabels = \"{0}/sample-annotations-human-imagelabels.csv\"\nclasses = \"{0}/oidv7-class-descriptions.csv\"\nnarratives = [\"{0}/sample_localized_narratives.jsonl\"]\nimages = \"{1}/images\"\n{runs}",
+        sample.display(),
+        coco.display()
+    );
+    let coco_manifest = format!(
+        "[experiment]\nname = \"coco\"\n[dataset]\nformat = \"coco\"\ncaptions = [\"{0}/annotations/captions.json\"]\ninstances = [\"{0}/annotations/instances.json\"]\n{runs}",
+        coco.display()
+    );
+    std::fs::write(dir.path().join("oi.toml"), oiv7).unwrap();
+    std::fs::write(dir.path().join("coco.toml"), coco_manifest).unwrap();
+    // (id, text) per sample; COCO ids are the integers the file stems (the ImageIDs) spell.
+    let texts = |manifest: &str| -> Vec<(String, String)> {
+        let out = embedlab(dir.path(), &["captions", manifest, "--source", "concat"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["id"].as_str().unwrap().to_string(),
+                    v["text"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let from_oiv7 = texts("oi.toml");
+    let from_coco = texts("coco.toml");
+    assert_eq!(from_oiv7.len(), 60);
+    assert_eq!(from_oiv7.len(), from_coco.len());
+    for ((oi_id, oi_text), (coco_id, coco_text)) in from_oiv7.iter().zip(&from_coco) {
+        assert_eq!(oi_id.trim_start_matches('0'), coco_id);
+        assert!(oi_text == coco_text, "sample {oi_id}: captions differ");
+    }
+    let ids: Vec<String> = from_oiv7.into_iter().map(|(id, _)| id).collect();
+
+    let rows: Vec<Vec<f32>> = (0..ids.len())
+        .map(|i| {
+            (0..64)
+                .map(|j| ((i * 31 + j) % 64 == 0) as u8 as f32 + 0.01)
+                .collect()
+        })
+        .collect();
+    write_npy(&dir.path().join("v.npy"), &rows);
+    std::fs::write(dir.path().join("v.ids.txt"), ids.join("\n") + "\n").unwrap();
+    let out = embedlab(dir.path(), &["run", "oi.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = results_of(dir.path(), "oi");
+    assert_eq!(r["runs"][0]["n_samples"], 60);
+    let dataset = &r["provenance"]["dataset"];
+    assert_eq!(dataset["format"], "oiv7");
+    // 3 files: labels, classes, narratives; the 3 COCO images without instances are unlabelled.
+    assert_eq!(dataset["files"].as_array().unwrap().len(), 3);
+    assert_eq!(dataset["stats"]["dropped_unlabelled"], 3);
+    assert_eq!(dataset["stats"]["loaded"], 258);
+}
+
+fn results_of(dir: &Path, experiment: &str) -> Value {
+    let path = dir.join(format!("reports/{experiment}/results.json"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}

@@ -82,6 +82,36 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
+/// A reader that digests the bytes read through it, so that a large file is hashed in the same
+/// pass that parses it instead of in a second read.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    /// The digest of everything read so far (all of it, once the reader is at its end: then equal
+    /// to [`Digest::of_file`]).
+    pub fn digest(&self) -> Digest {
+        Digest(*self.hasher.finalize().as_bytes())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Builds a [`Digest`] from a sequence of typed, length-prefixed fields.
 pub struct Hasher(blake3::Hasher);
 
@@ -143,5 +173,13 @@ mod tests {
         let parsed: Digest = d.to_string().parse().unwrap();
         assert_eq!(parsed, d);
         assert!(d.to_string().starts_with("blake3:"));
+    }
+
+    #[test]
+    fn a_hashing_reader_read_to_the_end_digests_the_file() {
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut reader = HashingReader::new(bytes.as_slice());
+        std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+        assert_eq!(reader.digest(), Digest::of_bytes(&bytes));
     }
 }

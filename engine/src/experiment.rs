@@ -293,6 +293,7 @@ fn provenance(manifest: &Manifest, plan: &Plan, dataset: &Dataset) -> Provenance
             format: match manifest.dataset.format {
                 DatasetFormat::Coco => "coco".into(),
                 DatasetFormat::Jsonl => "jsonl".into(),
+                DatasetFormat::Oiv7 => "oiv7".into(),
             },
             fingerprint: dataset.fingerprint,
             files: ds
@@ -304,6 +305,7 @@ fn provenance(manifest: &Manifest, plan: &Plan, dataset: &Dataset) -> Provenance
                 })
                 .collect(),
             min_label_set_count: ds.options.min_label_set_count,
+            outlier_std: ds.options.outlier_std,
             limit: ds.options.limit,
             seed: ds.options.seed,
             n_samples: dataset.samples.len(),
@@ -328,7 +330,7 @@ fn relative_to_manifest(manifest: &Manifest, path: &Path) -> PathBuf {
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`; 0 where unavailable).
-fn peak_rss_mb() -> f64 {
+pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()

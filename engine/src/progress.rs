@@ -44,6 +44,33 @@ impl Progress {
         )
     }
 
+    /// A bar of `len` bytes; finish it with `finish_and_clear`.
+    pub fn bytes(&self, len: u64, message: &str) -> ProgressBar {
+        self.styled(
+            ProgressBar::new(len),
+            "{msg:>12} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            message,
+        )
+    }
+
+    /// A count without a known end (rows of a file read in batches); finish it with
+    /// `finish_and_clear`.
+    pub fn counter(&self, message: &str) -> ProgressBar {
+        self.styled(
+            ProgressBar::no_length(),
+            "{msg:>12} {human_pos} {per_sec} {elapsed}",
+            message,
+        )
+    }
+
+    fn styled(&self, bar: ProgressBar, template: &str, message: &str) -> ProgressBar {
+        let style = ProgressStyle::with_template(template)
+            .expect("valid template")
+            .progress_chars("=> ");
+        self.multi
+            .add(bar.with_style(style).with_message(message.to_string()))
+    }
+
     /// A normal message (hidden by `-q`).
     pub fn info(&self, message: &str) {
         if self.verbosity >= Verbosity::Normal {

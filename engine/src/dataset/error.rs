@@ -48,6 +48,11 @@ pub enum DatasetError {
         message: String,
     },
 
+    /// An Open Images V7 CSV that breaks its format; the message names the file and line.
+    #[cfg(feature = "oiv7")]
+    #[error(transparent)]
+    Oiv7(#[from] embedlab_oiv7::Error),
+
     /// Load options or a source that cannot work (`limit` below `min_label_set_count`, ...).
     #[error("dataset: {0}")]
     Options(String),

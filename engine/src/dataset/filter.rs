@@ -1,14 +1,24 @@
-//! The rules every dataset shares, applied to a loader's raw samples in this order:
+//! The rules every dataset shares, applied to a loader's candidates in this order:
 //!
-//! 1. samples with an empty label set are dropped (`dropped_unlabelled`);
-//! 2. label sets with fewer than `min_label_set_count` samples are dropped (`dropped_rare`);
-//! 3. if `limit` is below the remaining count, a seeded, label-set-stratified subsample of `limit`
+//! 1. where the source requires captions (Open Images with Localized Narratives), samples without
+//!    any caption are dropped (`dropped_uncaptioned`);
+//! 2. samples with an empty label set are dropped (`dropped_unlabelled`);
+//! 3. label sets with fewer than `min_label_set_count` samples are dropped (`dropped_rare`);
+//! 4. if `outlier_std` is set, label sets whose frequency lies outside mean ± outlier_std × std of
+//!    the label-set frequencies are dropped (`dropped_outliers`), see [`drop_outliers`];
+//! 5. if `limit` is below the remaining count, a seeded, label-set-stratified subsample of `limit`
 //!    samples is kept (`dropped_by_limit`), see [`allocate`].
+//!
+//! The rules look only at label sets and whether a sample has captions, so [`select`] takes just
+//! those and returns the kept indices: a loader can decide what to keep before it reads what is
+//! costly (Open Images reads narrative texts only for the kept images). [`apply`] is the same on
+//! whole samples.
 //!
 //! Invariants: output samples keep their input order; every kept label set has at least
 //! `min_label_set_count` samples (so each query has a relevant item); the same input, rules and
 //! seed always select the same samples, on every platform and version (all choices come from
-//! [`SplitMix64`] keyed by the seed and the label set).
+//! [`SplitMix64`] keyed by the seed and the label set, and the outlier test is exact in integers
+//! up to one float comparison).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -19,6 +29,7 @@ use crate::rng::SplitMix64;
 /// The filtering part of the load options.
 pub(super) struct Rules {
     pub min_label_set_count: usize,
+    pub outlier_std: Option<f64>,
     pub limit: Option<usize>,
     pub seed: u64,
 }
@@ -26,6 +37,13 @@ pub(super) struct Rules {
 impl Rules {
     /// Rejects rules that cannot be met whatever the data.
     pub fn check(&self) -> Result<(), DatasetError> {
+        if let Some(k) = self.outlier_std
+            && !(k.is_finite() && k > 0.0)
+        {
+            return Err(DatasetError::Options(format!(
+                "outlier_std must be a positive number (got {k})"
+            )));
+        }
         match self.limit {
             Some(0) => Err(DatasetError::Options(
                 "limit must be at least 1".to_string(),
@@ -44,76 +62,111 @@ impl Rules {
     }
 }
 
-/// Applies the rules; `stats.loaded` is the input count.
+/// Applies the rules to whole samples (no caption rule); `stats.loaded` is the input count.
 pub(super) fn apply(samples: Vec<Sample>, rules: &Rules) -> (Vec<Sample>, DatasetStats) {
-    let mut stats = DatasetStats {
-        loaded: samples.len(),
-        ..DatasetStats::default()
+    let (kept, stats) = {
+        let labels: Vec<&LabelSet> = samples.iter().map(|s| &s.labels).collect();
+        select(&labels, None, rules)
     };
-
-    let labelled: Vec<Sample> = samples
+    let mut keep = vec![false; samples.len()];
+    kept.into_iter().for_each(|i| keep[i] = true);
+    let kept = samples
         .into_iter()
-        .filter(|s| !s.labels.is_empty())
+        .zip(keep)
+        .filter_map(|(s, keep)| keep.then_some(s))
         .collect();
-    stats.dropped_unlabelled = stats.loaded - labelled.len();
-
-    let common = drop_rare(labelled, rules.min_count());
-    stats.dropped_rare = stats.loaded - stats.dropped_unlabelled - common.len();
-
-    let kept = match rules.limit {
-        Some(limit) if limit < common.len() => subsample(common, limit, rules),
-        _ => common,
-    };
-    stats.dropped_by_limit =
-        stats.loaded - stats.dropped_unlabelled - stats.dropped_rare - kept.len();
-    stats.label_sets = count_label_sets(&kept).len();
     (kept, stats)
 }
 
-fn count_label_sets(samples: &[Sample]) -> HashMap<&LabelSet, usize> {
+/// Applies the rules to candidates given by their label sets and, where the source requires
+/// captions, whether each has any. Returns the kept indices, ascending, and what was dropped.
+pub(super) fn select(
+    labels: &[&LabelSet],
+    captioned: Option<&[bool]>,
+    rules: &Rules,
+) -> (Vec<usize>, DatasetStats) {
+    let mut stats = DatasetStats {
+        loaded: labels.len(),
+        ..DatasetStats::default()
+    };
+    let mut kept: Vec<usize> = (0..labels.len()).collect();
+    if let Some(captioned) = captioned {
+        stats.dropped_uncaptioned = retain(&mut kept, |i| captioned[i]);
+    }
+    stats.dropped_unlabelled = retain(&mut kept, |i| !labels[i].is_empty());
+    stats.dropped_rare = drop_rare(&mut kept, labels, rules.min_count());
+    if let Some(k) = rules.outlier_std {
+        stats.dropped_outliers = drop_outliers(&mut kept, labels, k);
+    }
+    if let Some(limit) = rules.limit
+        && limit < kept.len()
+    {
+        let before = kept.len();
+        kept = subsample(&kept, labels, limit, rules);
+        stats.dropped_by_limit = before - kept.len();
+    }
+    stats.label_sets = count_label_sets(&kept, labels).len();
+    (kept, stats)
+}
+
+/// Keeps the indices `keep` accepts; returns how many it dropped.
+fn retain(kept: &mut Vec<usize>, keep: impl Fn(usize) -> bool) -> usize {
+    let before = kept.len();
+    kept.retain(|&i| keep(i));
+    before - kept.len()
+}
+
+fn count_label_sets<'a>(kept: &[usize], labels: &[&'a LabelSet]) -> HashMap<&'a LabelSet, usize> {
     let mut counts = HashMap::new();
-    for sample in samples {
-        *counts.entry(&sample.labels).or_insert(0) += 1;
+    for &i in kept {
+        *counts.entry(labels[i]).or_insert(0) += 1;
     }
     counts
 }
 
-fn drop_rare(samples: Vec<Sample>, min: usize) -> Vec<Sample> {
-    let keep: Vec<bool> = {
-        let counts = count_label_sets(&samples);
-        samples.iter().map(|s| counts[&s.labels] >= min).collect()
-    };
-    samples
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(s, keep)| keep.then_some(s))
-        .collect()
+fn drop_rare(kept: &mut Vec<usize>, labels: &[&LabelSet], min: usize) -> usize {
+    let counts = count_label_sets(kept, labels);
+    retain(kept, |i| counts[labels[i]] >= min)
 }
 
-/// Keeps `limit` samples (fewer only where [`allocate`] says it must), stratified by label set:
-/// each label set's quota comes from `allocate`; which of its samples are kept comes from a
-/// shuffle by `SplitMix64::keyed(seed, label set)`. Input order is kept.
-fn subsample(samples: Vec<Sample>, limit: usize, rules: &Rules) -> Vec<Sample> {
+/// Drops the label sets whose frequency f is not within mean ± k × std of the frequencies of the
+/// label sets still kept (population: one frequency per label set, n of them; std is the sample
+/// standard deviation, with n − 1). With fewer than two label sets nothing is dropped (no spread).
+///
+/// Exact and order-free: with S1 = Σf and S2 = Σf², the test |f − S1/n| ≤ k·std is evaluated as
+/// (n·f − S1)² ≤ k² · n · (n·S2 − S1²) / (n − 1), both sides from integer sums.
+fn drop_outliers(kept: &mut Vec<usize>, labels: &[&LabelSet], k: f64) -> usize {
+    let counts = count_label_sets(kept, labels);
+    let n = counts.len() as i128;
+    if n < 2 {
+        return 0;
+    }
+    let s1: i128 = counts.values().map(|&f| f as i128).sum();
+    let s2: i128 = counts.values().map(|&f| (f as i128).pow(2)).sum();
+    let bound = k * k * (n * (n * s2 - s1 * s1)) as f64 / (n - 1) as f64;
+    let typical = |f: usize| (((n * f as i128 - s1).pow(2)) as f64) <= bound;
+    retain(kept, |i| typical(counts[labels[i]]))
+}
+
+/// Keeps `limit` of the `kept` indices (fewer only where [`allocate`] says it must), stratified by
+/// label set: each label set's quota comes from `allocate`; which of its samples are kept comes
+/// from a shuffle by `SplitMix64::keyed(seed, label set)`. Ascending order is kept.
+fn subsample(kept: &[usize], labels: &[&LabelSet], limit: usize, rules: &Rules) -> Vec<usize> {
     let mut groups: BTreeMap<&LabelSet, Vec<usize>> = BTreeMap::new();
-    for (index, sample) in samples.iter().enumerate() {
-        groups.entry(&sample.labels).or_default().push(index);
+    for &index in kept {
+        groups.entry(labels[index]).or_default().push(index);
     }
     let keys: Vec<String> = groups.keys().map(|labels| labels.to_string()).collect();
     let sizes: Vec<usize> = groups.values().map(Vec::len).collect();
     let quotas = allocate(&sizes, &keys, limit, rules.min_count(), rules.seed);
 
-    let mut selected = vec![false; samples.len()];
+    let mut selected = Vec::with_capacity(limit);
     for ((key, mut members), quota) in keys.iter().zip(groups.into_values()).zip(quotas) {
         SplitMix64::keyed(rules.seed, key).shuffle(&mut members);
-        for &index in &members[..quota] {
-            selected[index] = true;
-        }
+        selected.extend_from_slice(&members[..quota]);
     }
-    samples
-        .into_iter()
-        .zip(selected)
-        .filter_map(|(s, keep)| keep.then_some(s))
-        .collect()
+    selected.sort_unstable();
+    selected
 }
 
 /// How many samples to keep from each label set, given the label sets' `sizes` (each at least
@@ -277,9 +330,15 @@ mod tests {
     fn rules(min: usize, limit: Option<usize>, seed: u64) -> Rules {
         Rules {
             min_label_set_count: min,
+            outlier_std: None,
             limit,
             seed,
         }
+    }
+
+    fn counts(samples: &[Sample]) -> HashMap<&LabelSet, usize> {
+        let labels: Vec<&LabelSet> = samples.iter().map(|s| &s.labels).collect();
+        count_label_sets(&(0..samples.len()).collect::<Vec<_>>(), &labels)
     }
 
     fn ids(samples: &[Sample]) -> Vec<usize> {
@@ -304,8 +363,75 @@ mod tests {
             dropped_rare: 1,
             dropped_by_limit: 0,
             label_sets: 2,
+            ..DatasetStats::default()
         };
         assert_eq!(stats, want);
+    }
+
+    #[test]
+    fn caption_rule_comes_first_and_only_when_asked() {
+        let a = LabelSet::new(["a".to_string()]);
+        let none = LabelSet::new(Vec::<String>::new());
+        let labels = [&a, &a, &none, &a, &none];
+        let captioned = [true, false, false, true, true];
+        let (kept, stats) = select(&labels, Some(&captioned), &rules(2, None, 0));
+        assert_eq!(kept, [0, 3]);
+        assert_eq!(
+            (stats.dropped_uncaptioned, stats.dropped_unlabelled),
+            (2, 1)
+        );
+        let (kept, stats) = select(&labels, None, &rules(2, None, 0));
+        assert_eq!(kept, [0, 1, 3]);
+        assert_eq!(stats.dropped_unlabelled, 2);
+    }
+
+    #[test]
+    fn outliers_by_hand() {
+        // Nine label sets of 2 samples and one of 20 (rare sets: one of 1, dropped before).
+        // Frequencies [2 × 9, 20]: mean 3.8, sample variance (9·1.8² + 16.2²) / 9 = 32.4, std
+        // 5.692. Within 1 std: |2 − 3.8| = 1.8 kept, |20 − 3.8| = 16.2 dropped. Within 3 std
+        // (17.08) all are kept.
+        let mut samples = Vec::new();
+        for set in 0..9 {
+            samples.push(sample(samples.len(), &[&format!("s{set}")]));
+            samples.push(sample(samples.len(), &[&format!("s{set}")]));
+        }
+        for _ in 0..20 {
+            samples.push(sample(samples.len(), &["big"]));
+        }
+        samples.push(sample(samples.len(), &["lonely"]));
+        let with = |k: f64| Rules {
+            outlier_std: Some(k),
+            ..rules(2, None, 0)
+        };
+        let (kept, stats) = apply(samples.clone(), &with(1.0));
+        assert_eq!(kept.len(), 18);
+        assert_eq!((stats.dropped_rare, stats.dropped_outliers), (1, 20));
+        assert!(kept.iter().all(|s| s.labels.labels()[0] != "big"));
+        // 16.2 / 5.692 = 2.846 std: the boundary lies between 2.84 and 2.85.
+        assert_eq!(apply(samples.clone(), &with(2.84)).1.dropped_outliers, 20);
+        assert_eq!(apply(samples.clone(), &with(2.85)).1.dropped_outliers, 0);
+        let (kept, stats) = apply(samples.clone(), &with(3.0));
+        assert_eq!((kept.len(), stats.dropped_outliers), (38, 0));
+        // Before the limit: the limit stratifies what the outlier rule kept.
+        let (kept, stats) = apply(
+            samples,
+            &Rules {
+                limit: Some(10),
+                ..with(1.0)
+            },
+        );
+        assert_eq!((kept.len(), stats.dropped_by_limit), (10, 8));
+    }
+
+    #[test]
+    fn one_label_set_has_no_outliers() {
+        let samples: Vec<Sample> = (0..5).map(|i| sample(i, &["a"])).collect();
+        let rules = Rules {
+            outlier_std: Some(0.1),
+            ..rules(2, None, 0)
+        };
+        assert_eq!(apply(samples, &rules).1.dropped_outliers, 0);
     }
 
     #[test]
@@ -329,7 +455,7 @@ mod tests {
                 (stats.dropped_unlabelled, stats.dropped_rare),
                 (base.dropped_unlabelled, base.dropped_rare)
             );
-            let counts = count_label_sets(&kept);
+            let counts = counts(&kept);
             assert_eq!(stats.label_sets, counts.len());
             assert!(
                 counts.values().all(|&c| c >= 3),
@@ -354,7 +480,7 @@ mod tests {
             .map(|i| sample(i, if i % 4 == 0 { &["b"] } else { &["a"] }))
             .collect();
         let (kept, _) = apply(samples, &rules(2, Some(40), 5));
-        let counts = count_label_sets(&kept);
+        let counts = counts(&kept);
         assert_eq!(counts[&LabelSet::new(["a".to_string()])], 30);
         assert_eq!(counts[&LabelSet::new(["b".to_string()])], 10);
     }
@@ -447,5 +573,13 @@ mod tests {
         assert!(rules(3, Some(0), 0).check().is_err());
         assert!(rules(3, Some(3), 0).check().is_ok());
         assert!(rules(3, None, 0).check().is_ok());
+        let negative = Rules {
+            outlier_std: Some(-1.0),
+            ..rules(2, None, 0)
+        };
+        assert_eq!(
+            negative.check().unwrap_err().to_string(),
+            "dataset: outlier_std must be a positive number (got -1)"
+        );
     }
 }

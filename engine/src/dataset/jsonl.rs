@@ -170,6 +170,7 @@ mod tests {
             min_label_set_count: min,
             limit: None,
             seed: 0,
+            ..LoadOptions::default()
         }
     }
 

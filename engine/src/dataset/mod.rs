@@ -1,10 +1,12 @@
 //! Datasets: annotation files in, a list of labelled [`Sample`]s out.
 //!
 //! Loaders (`coco`, `jsonl`) read their format into raw samples; this module then applies the rules
-//! every dataset shares (DESIGN.md): empty label sets are dropped, label sets rarer than
-//! `min_label_set_count` are dropped, and an optional seeded, label-set-stratified subsample is
-//! taken. The result carries a fingerprint (annotation file digests + selected ids) that reports
-//! print and cache keys build on.
+//! every dataset shares (DESIGN.md, `filter.rs`): empty label sets are dropped, label sets rarer
+//! than `min_label_set_count` are dropped, and an optional seeded, label-set-stratified subsample is
+//! taken. `oiv7` (Open Images V7, behind the `oiv7` cargo feature) applies the same rules itself,
+//! between reading labels and reading narrative texts, plus its caption and outlier rules. The
+//! result carries a fingerprint (annotation file digests + rules + selected ids) that reports print
+//! and cache keys build on.
 //!
 //! Entry point: [`load`] with a [`Source`] (which files, all paths absolute) and [`LoadOptions`].
 //! Errors are [`DatasetError`]s whose one-line messages name the file, line and sample.
@@ -16,6 +18,8 @@ mod coco;
 mod error;
 mod filter;
 mod jsonl;
+#[cfg(feature = "oiv7")]
+mod oiv7;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,6 +28,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Hasher};
+use crate::progress::{Progress, Verbosity};
 
 pub use error::DatasetError;
 
@@ -43,6 +48,15 @@ pub enum Source {
         path: PathBuf,
         images: Option<PathBuf>,
     },
+    /// Open Images V7: image-level labels CSVs (several splits merged, in the order given), the
+    /// class descriptions CSV, Localized Narratives JSONL files (their captions, in file order;
+    /// may be empty: a label-only dataset) and the folder of `<ImageID>.jpg` images.
+    Oiv7 {
+        labels: Vec<PathBuf>,
+        classes: PathBuf,
+        narratives: Vec<PathBuf>,
+        images: Option<PathBuf>,
+    },
 }
 
 impl Source {
@@ -51,17 +65,25 @@ impl Source {
         match self {
             Source::Coco { .. } => "coco",
             Source::Jsonl { .. } => "jsonl",
+            Source::Oiv7 { .. } => "oiv7",
         }
     }
 }
 
+/// Why an oiv7 dataset cannot load in a build without the `oiv7` feature (one line, with the fix).
+pub const OIV7_MISSING: &str = "this embedlab was built without the `oiv7` feature (Open Images \
+     V7 datasets); rebuild with default features, e.g. `cargo build --release -p embedlab`";
+
 /// How to filter what a [`Source`] holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LoadOptions {
     /// The dataset's display name.
     pub name: String,
     /// Label sets with fewer samples are dropped (default 2: every query needs a relevant item).
     pub min_label_set_count: usize,
+    /// Keep only label sets whose frequency is within mean ± this many standard deviations of the
+    /// label-set frequencies (oiv7).
+    pub outlier_std: Option<f64>,
     /// Keep a seeded, label-set-stratified subsample of this many samples.
     pub limit: Option<usize>,
     /// Seed of the subsample.
@@ -73,6 +95,7 @@ impl Default for LoadOptions {
         LoadOptions {
             name: String::new(),
             min_label_set_count: 2,
+            outlier_std: None,
             limit: None,
             seed: 0,
         }
@@ -88,8 +111,18 @@ struct Loaded {
 
 /// Reads `source`, applies the shared rules (see the module doc) and fingerprints the result.
 pub fn load(source: &Source, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
+    load_with_progress(source, opts, &Progress::new(Verbosity::Quiet))
+}
+
+/// [`load`], showing progress bars where reading takes long (oiv7's gigabyte files).
+pub fn load_with_progress(
+    source: &Source,
+    opts: &LoadOptions,
+    progress: &Progress,
+) -> Result<Dataset, DatasetError> {
     let rules = filter::Rules {
         min_label_set_count: opts.min_label_set_count,
+        outlier_std: opts.outlier_std,
         limit: opts.limit,
         seed: opts.seed,
     };
@@ -106,6 +139,8 @@ pub fn load(source: &Source, opts: &LoadOptions) -> Result<Dataset, DatasetError
             images,
         } => coco::read(captions, instances, images.as_deref())?,
         Source::Jsonl { path, images } => jsonl::read(path, images.as_deref())?,
+        // It applies the rules itself, between reading labels and reading narrative texts.
+        Source::Oiv7 { .. } => return load_oiv7(source, opts, &rules, progress),
     };
     let (samples, stats) = filter::apply(loaded.samples, &rules);
     let fingerprint = fingerprint(source, &loaded.digests, opts, &samples);
@@ -117,8 +152,52 @@ pub fn load(source: &Source, opts: &LoadOptions) -> Result<Dataset, DatasetError
     })
 }
 
+#[cfg(feature = "oiv7")]
+fn load_oiv7(
+    source: &Source,
+    opts: &LoadOptions,
+    rules: &filter::Rules,
+    progress: &Progress,
+) -> Result<Dataset, DatasetError> {
+    let Source::Oiv7 {
+        labels,
+        classes,
+        narratives,
+        images,
+    } = source
+    else {
+        unreachable!("load passes only oiv7 sources here")
+    };
+    let loaded = oiv7::read(
+        labels,
+        classes,
+        narratives,
+        images.as_deref(),
+        rules,
+        progress,
+    )?;
+    let fingerprint = fingerprint(source, &loaded.digests, opts, &loaded.samples);
+    Ok(Dataset {
+        name: opts.name.clone(),
+        samples: loaded.samples,
+        fingerprint,
+        stats: loaded.stats,
+    })
+}
+
+#[cfg(not(feature = "oiv7"))]
+fn load_oiv7(
+    _: &Source,
+    _: &LoadOptions,
+    _: &filter::Rules,
+    _: &Progress,
+) -> Result<Dataset, DatasetError> {
+    Err(DatasetError::Options(OIV7_MISSING.to_string()))
+}
+
 /// Digest of everything that determines the samples: format, annotation file contents, rules and
-/// the selected ids. The seed only counts when a limit is set (otherwise it selects nothing).
+/// the selected ids. The seed only counts when a limit is set (otherwise it selects nothing); the
+/// outlier rule and oiv7's file roles only where used, so other datasets keep their fingerprints.
 fn fingerprint(
     source: &Source,
     files: &[Digest],
@@ -130,7 +209,17 @@ fn fingerprint(
     for digest in files {
         hasher.digest(digest);
     }
+    if let Source::Oiv7 {
+        labels, narratives, ..
+    } = source
+    {
+        // Which digests are labels, classes and narratives.
+        hasher.u64(labels.len() as u64).u64(narratives.len() as u64);
+    }
     hasher.u64(opts.min_label_set_count as u64);
+    if let Some(k) = opts.outlier_std {
+        hasher.str("outlier_std").f64(k);
+    }
     match opts.limit {
         Some(limit) => hasher.bool(true).u64(limit as u64).u64(opts.seed),
         None => hasher.bool(false),
@@ -209,14 +298,30 @@ pub struct Dataset {
 pub struct DatasetStats {
     /// Samples read from the files.
     pub loaded: usize,
+    /// Dropped because they have no caption, where the source requires captions (oiv7 with
+    /// narratives: images without any narrative).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_uncaptioned: usize,
     /// Dropped because their label set was empty (COCO: images without instances).
     pub dropped_unlabelled: usize,
     /// Dropped because their label set occurs fewer than `min_label_set_count` times.
     pub dropped_rare: usize,
+    /// Dropped because their label set's frequency is an outlier (`outlier_std`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_outliers: usize,
     /// Left out by `limit` subsampling.
     pub dropped_by_limit: usize,
     /// Distinct label sets among the kept samples.
     pub label_sets: usize,
+    /// Narratives read for images that the labels files do not list (oiv7), ignored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ignored_narratives: usize,
+}
+
+/// Zero counts of the newer fields stay out of results.json, so datasets without those rules
+/// serialise as before.
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 impl Dataset {

@@ -268,6 +268,19 @@ fn is_name_char(c: char) -> bool {
 fn validate_dataset(d: &DatasetTable, ctx: &Context) -> Result<(), ManifestError> {
     let at = KeyPath::default().name("dataset");
     let wrong_key = |key: &str, why: &str| ctx.error(&at.clone().name(key), why.to_string());
+    let oiv7_key = [
+        ("labels", !d.labels.is_empty()),
+        ("classes", d.classes.is_some()),
+        ("narratives", !d.narratives.is_empty()),
+        ("outlier_std", d.outlier_std.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(key, used)| used.then_some(key));
+    if d.format != schema::DatasetFormat::Oiv7
+        && let Some(key) = oiv7_key
+    {
+        return Err(wrong_key(key, &format!("`{key}` is for format \"oiv7\"")));
+    }
     match d.format {
         schema::DatasetFormat::Jsonl => {
             if d.path.is_none() {
@@ -297,6 +310,7 @@ fn validate_dataset(d: &DatasetTable, ctx: &Context) -> Result<(), ManifestError
                 ));
             }
         }
+        schema::DatasetFormat::Oiv7 => validate_oiv7(d, &wrong_key)?,
     }
     if d.min_label_set_count == 0 {
         return Err(wrong_key("min_label_set_count", "must be at least 1"));
@@ -305,6 +319,49 @@ fn validate_dataset(d: &DatasetTable, ctx: &Context) -> Result<(), ManifestError
         return Err(wrong_key(
             "limit",
             "too small to keep any label set with a relevant neighbour",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_oiv7(
+    d: &DatasetTable,
+    wrong_key: &impl Fn(&str, &str) -> ManifestError,
+) -> Result<(), ManifestError> {
+    if !cfg!(feature = "oiv7") {
+        return Err(wrong_key("format", crate::dataset::OIV7_MISSING));
+    }
+    if d.labels.is_empty() {
+        return Err(wrong_key(
+            "labels",
+            "format \"oiv7\" needs `labels` (image-level labels CSV files)",
+        ));
+    }
+    if d.classes.is_none() {
+        return Err(wrong_key(
+            "classes",
+            "format \"oiv7\" needs `classes` (the class descriptions CSV)",
+        ));
+    }
+    if d.path.is_some() {
+        return Err(wrong_key(
+            "path",
+            "`path` is for format \"jsonl\"; oiv7 uses `labels`, `classes` and `narratives`",
+        ));
+    }
+    if !d.captions.is_empty() || !d.instances.is_empty() {
+        return Err(wrong_key(
+            "format",
+            "`captions`/`instances` files are for format \"coco\"; oiv7 uses `labels`, \
+             `classes` and `narratives`",
+        ));
+    }
+    if let Some(k) = d.outlier_std
+        && !(k.is_finite() && k > 0.0)
+    {
+        return Err(wrong_key(
+            "outlier_std",
+            &format!("must be a positive number (got {k})"),
         ));
     }
     Ok(())
@@ -427,10 +484,13 @@ fn resolve_paths(m: &mut Manifest) {
     d.path
         .iter_mut()
         .chain(d.images.iter_mut())
+        .chain(d.classes.iter_mut())
         .for_each(resolve);
     d.captions
         .iter_mut()
         .chain(d.instances.iter_mut())
+        .chain(d.labels.iter_mut())
+        .chain(d.narratives.iter_mut())
         .for_each(resolve);
     for part in m.runs.iter_mut().flat_map(|r| r.parts.iter_mut()) {
         part.precomputed
@@ -645,6 +705,61 @@ parts = [{ precomputed = "vectors/text.npy" }]
             "format = \"coco\"",
         );
         assert!(error(&coco, &[]).contains("format \"coco\" needs `instances`"));
+    }
+
+    const OIV7: &str = "format = \"oiv7\"\nlabels = \"l.csv\"\nclasses = \"c.csv\"\nnarratives = [\"n1.jsonl\", \"n2.jsonl\"]\nimages = \"img\"\noutlier_std = 3.0";
+
+    fn oiv7(dataset: &str) -> String {
+        BASE.replace("format = \"jsonl\"\npath = \"data/samples.jsonl\"", dataset)
+    }
+
+    #[test]
+    #[cfg(feature = "oiv7")]
+    fn oiv7_takes_one_or_many_files_and_resolves_them() {
+        let (dir, path) = write(&oiv7(OIV7));
+        let m = load(&path, &Overrides::default()).unwrap();
+        let base = std::path::absolute(dir.path()).unwrap();
+        let d = &m.dataset;
+        assert_eq!(d.format, DatasetFormat::Oiv7);
+        assert_eq!(d.labels, [base.join("l.csv")]);
+        assert_eq!(d.classes, Some(base.join("c.csv")));
+        assert_eq!(d.narratives, [base.join("n1.jsonl"), base.join("n2.jsonl")]);
+        assert_eq!(d.outlier_std, Some(3.0));
+        let many = oiv7(&OIV7.replace("\"l.csv\"", "[\"a.csv\", \"b.csv\"]"));
+        assert_eq!(load_text(&many, &[]).unwrap().dataset.labels.len(), 2);
+        // The same list through --set.
+        let set = load_text(&oiv7(OIV7), &["dataset.labels=[\"x.csv\",\"y.csv\"]"]).unwrap();
+        assert_eq!(set.dataset.labels.len(), 2);
+    }
+
+    #[test]
+    #[cfg(feature = "oiv7")]
+    fn oiv7_keys_belong_to_oiv7() {
+        let err = error(&oiv7(&OIV7.replace("classes = \"c.csv\"\n", "")), &[]);
+        assert!(
+            err.contains("dataset.classes: format \"oiv7\" needs `classes`"),
+            "{err}"
+        );
+        let err = error(&oiv7(&OIV7.replace("labels = \"l.csv\"\n", "")), &[]);
+        assert!(err.contains("format \"oiv7\" needs `labels`"), "{err}");
+        let err = error(&oiv7(&OIV7.replace("3.0", "-1.0")), &[]);
+        assert!(
+            err.contains("dataset.outlier_std: must be a positive number (got -1)"),
+            "{err}"
+        );
+        let err = error(&oiv7(&format!("{OIV7}\ninstances = [\"i.json\"]")), &[]);
+        assert!(err.contains("files are for format \"coco\""), "{err}");
+        let err = error(
+            &BASE.replace(
+                "format = \"jsonl\"",
+                "format = \"jsonl\"\nnarratives = \"n.jsonl\"",
+            ),
+            &[],
+        );
+        assert!(
+            err.contains("m.toml:8:14: dataset.narratives: `narratives` is for format \"oiv7\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Experiment {
 pub enum DatasetFormat {
     Coco,
     Jsonl,
+    /// Open Images V7 image-level labels + Localized Narratives.
+    Oiv7,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -59,10 +61,31 @@ pub struct DatasetTable {
     /// `coco`: `instances_*.json` files.
     #[serde(default)]
     pub instances: Vec<PathBuf>,
-    /// Folder that image paths are relative to.
+    /// `oiv7`: image-level labels CSVs, one path or a list (several splits are merged).
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub labels: Vec<PathBuf>,
+    /// `oiv7`: the class descriptions CSV (label id → display name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<PathBuf>,
+    /// `oiv7`: Localized Narratives JSONL files, one path or a list (the captions, in file order).
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub narratives: Vec<PathBuf>,
+    /// Folder that image paths are relative to (`oiv7`: the folder of `<ImageID>.jpg`).
     pub images: Option<PathBuf>,
     #[serde(default = "default_min_label_set_count")]
     pub min_label_set_count: usize,
+    /// `oiv7`: keep only label sets whose frequency is within mean ± this many (sample) standard
+    /// deviations of the label-set frequencies, e.g. 3.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_std: Option<f64>,
     /// Keep a seeded, label-set-stratified subsample of this many samples.
     pub limit: Option<usize>,
     /// Seed of the subsample; defaults to `experiment.seed`.
@@ -75,6 +98,31 @@ pub struct DatasetTable {
 
 fn default_min_label_set_count() -> usize {
     2
+}
+
+/// A path or a list of paths (the serialised form is always the list).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<PathBuf>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a path or a list of paths")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Vec<PathBuf>, E> {
+            Ok(vec![PathBuf::from(v)])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut paths = Vec::new();
+            while let Some(path) = seq.next_element()? {
+                paths.push(path);
+            }
+            Ok(paths)
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -183,7 +183,11 @@ impl<'a> Executor<'a> {
                     None => {
                         self.progress
                             .info(&format!("loading dataset {}", stage.options.name));
-                        Arc::new(dataset::load(&stage.source, &stage.options)?)
+                        Arc::new(dataset::load_with_progress(
+                            &stage.source,
+                            &stage.options,
+                            self.progress,
+                        )?)
                     }
                 };
                 self.store.put(

@@ -330,6 +330,17 @@ fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {
                 "coco",
             )
         }
+        DatasetFormat::Oiv7 => {
+            let classes = d.classes.clone().expect("validated: oiv7 has classes");
+            let source = Source::Oiv7 {
+                labels: d.labels.clone(),
+                classes: classes.clone(),
+                narratives: d.narratives.clone(),
+                images: d.images.clone(),
+            };
+            let files = [d.labels.clone(), vec![classes], d.narratives.clone()].concat();
+            (source, files, "oiv7")
+        }
     };
     let name = d
         .name
@@ -338,6 +349,7 @@ fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {
     let options = LoadOptions {
         name,
         min_label_set_count: d.min_label_set_count,
+        outlier_std: d.outlier_std,
         limit: d.limit,
         seed: m.dataset_seed(),
     };
@@ -359,6 +371,17 @@ fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {
     );
     for (_, digest) in &inputs {
         h.digest(digest);
+    }
+    // Only where set or meaningful, so that other datasets keep their keys.
+    if let Some(k) = options.outlier_std {
+        h.str("outlier_std").f64(k);
+    }
+    if let Source::Oiv7 {
+        labels, narratives, ..
+    } = &source
+    {
+        // Which of the digests are labels, classes and narratives.
+        h.u64(labels.len() as u64).u64(narratives.len() as u64);
     }
     Ok(DatasetStage {
         key: h.finish(),

@@ -139,6 +139,9 @@ pub struct DatasetProvenance {
     pub fingerprint: Digest,
     pub files: Vec<InputFile>,
     pub min_label_set_count: usize,
+    /// The outlier rule's width in standard deviations, where set (oiv7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_std: Option<f64>,
     pub limit: Option<usize>,
     pub seed: u64,
     pub n_samples: usize,
