@@ -533,7 +533,9 @@ fn the_coco_sample_as_oiv7_matches_the_coco_format() {
     std::fs::write(dir.path().join("v.ids.txt"), ids.join("\n") + "\n").unwrap();
     let out = embedlab(dir.path(), &["run", "oi.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let r = results_of(dir.path(), "oi");
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("reports/oi/results.json")).unwrap())
+            .unwrap();
     assert_eq!(r["runs"][0]["n_samples"], 60);
     let dataset = &r["provenance"]["dataset"];
     assert_eq!(dataset["format"], "oiv7");
@@ -541,9 +543,4 @@ fn the_coco_sample_as_oiv7_matches_the_coco_format() {
     assert_eq!(dataset["files"].as_array().unwrap().len(), 3);
     assert_eq!(dataset["stats"]["dropped_unlabelled"], 3);
     assert_eq!(dataset["stats"]["loaded"], 258);
-}
-
-fn results_of(dir: &Path, experiment: &str) -> Value {
-    let path = dir.join(format!("reports/{experiment}/results.json"));
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }

@@ -733,6 +733,17 @@ parts = [{ precomputed = "vectors/text.npy" }]
     }
 
     #[test]
+    #[cfg(not(feature = "oiv7"))]
+    fn oiv7_needs_the_feature() {
+        let err = error(&oiv7(OIV7), &[]);
+        assert!(
+            err.contains("dataset.format: this embedlab was built without the `oiv7` feature"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
     #[cfg(feature = "oiv7")]
     fn oiv7_keys_belong_to_oiv7() {
         let err = error(&oiv7(&OIV7.replace("classes = \"c.csv\"\n", "")), &[]);
