@@ -438,15 +438,7 @@ fn the_coco_sample_runs_when_shared_data_is_present() {
         .iter()
         .map(|l| l["id"].as_str().unwrap().to_string())
         .collect();
-    let rows: Vec<Vec<f32>> = (0..ids.len())
-        .map(|i| {
-            (0..64)
-                .map(|j| ((i * 31 + j) % 64 == 0) as u8 as f32 + 0.01)
-                .collect()
-        })
-        .collect();
-    write_npy(&dir.path().join("v.npy"), &rows);
-    std::fs::write(dir.path().join("v.ids.txt"), ids.join("\n") + "\n").unwrap();
+    write_spread_vectors(dir.path(), &ids);
     let out = embedlab(dir.path(), &["run", "exp.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r: Value = serde_json::from_slice(
@@ -522,15 +514,7 @@ fn the_coco_sample_as_oiv7_matches_the_coco_format() {
     }
     let ids: Vec<String> = from_oiv7.into_iter().map(|(id, _)| id).collect();
 
-    let rows: Vec<Vec<f32>> = (0..ids.len())
-        .map(|i| {
-            (0..64)
-                .map(|j| ((i * 31 + j) % 64 == 0) as u8 as f32 + 0.01)
-                .collect()
-        })
-        .collect();
-    write_npy(&dir.path().join("v.npy"), &rows);
-    std::fs::write(dir.path().join("v.ids.txt"), ids.join("\n") + "\n").unwrap();
+    write_spread_vectors(dir.path(), &ids);
     let out = embedlab(dir.path(), &["run", "oi.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r: Value =
@@ -543,4 +527,17 @@ fn the_coco_sample_as_oiv7_matches_the_coco_format() {
     assert_eq!(dataset["files"].as_array().unwrap().len(), 3);
     assert_eq!(dataset["stats"]["dropped_unlabelled"], 3);
     assert_eq!(dataset["stats"]["loaded"], 258);
+}
+
+/// `v.npy` + `v.ids.txt` in `dir`: one 64-d row per id, each nearly one-hot at a different column.
+fn write_spread_vectors(dir: &Path, ids: &[String]) {
+    let rows: Vec<Vec<f32>> = (0..ids.len())
+        .map(|i| {
+            (0..64)
+                .map(|j| ((i * 31 + j) % 64 == 0) as u8 as f32 + 0.01)
+                .collect()
+        })
+        .collect();
+    write_npy(&dir.join("v.npy"), &rows);
+    std::fs::write(dir.join("v.ids.txt"), ids.join("\n") + "\n").unwrap();
 }

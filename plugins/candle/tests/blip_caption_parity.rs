@@ -138,23 +138,7 @@ fn captions_of_jpegs_match_transformers_through_the_plugin() {
         .iter()
         .flat_map(|i| i.pixels.clone())
         .collect();
-    assert_eq!(pixels.len(), want.len(), "preprocessed size");
-    let diffs: Vec<f32> = pixels
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .collect();
-    let max_diff = diffs.iter().copied().fold(0f32, f32::max);
-    let off = diffs.iter().filter(|d| **d > 1e-5).count() as f64 / want.len() as f64;
-    println!(
-        "preprocessing: max |diff| {max_diff:.2e}, {:.2}% of values differ",
-        100.0 * off
-    );
-    let level = 1.0 / 255.0 / 0.2613; // about one u8 step after CLIP's normalisation
-    assert!(
-        max_diff <= 2.0 * level && off < 0.05,
-        "preprocessing differs by up to {max_diff}"
-    );
+    common::assert_preprocessing_close("blip_caption", &pixels, &want);
 
     for case in &reference.cases {
         let mut options = case.options.clone();

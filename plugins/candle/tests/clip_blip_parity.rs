@@ -205,30 +205,7 @@ fn end_to_end(family: &str) {
         .iter()
         .flat_map(|i| i.pixels.clone())
         .collect();
-    assert_eq!(pixels.len(), want.len(), "{family}: preprocessed size");
-    let max_diff = pixels
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let off = pixels
-        .iter()
-        .zip(&want)
-        .filter(|(a, b)| (*a - *b).abs() > 1e-5)
-        .count();
-    let off_fraction = off as f64 / want.len() as f64;
-    println!(
-        "{family} preprocessing: max |diff| {max_diff:.2e}, {:.2}% of values differ",
-        100.0 * off_fraction
-    );
-    // The resize is PIL-exact, but the `image` crate decodes JPEGs slightly differently from
-    // PIL's libjpeg-turbo (about 1% of pixels by a few levels), so a few values may differ by a
-    // level or two after resizing. A wrong size, crop or filter moves most values, and further.
-    let level = 1.0 / 255.0 / 0.2613; // about one u8 step after CLIP's normalisation
-    assert!(
-        max_diff <= 2.0 * level && off_fraction < 0.05,
-        "{family}: preprocessing differs by up to {max_diff} on {off} values"
-    );
+    common::assert_preprocessing_close(family, &pixels, &want);
 
     let mut out = vec![0f32; images.len() * dim];
     encoder.encode_images(&images, &mut out).unwrap();

@@ -65,3 +65,28 @@ pub fn as_images(decoded: &[image::RgbImage]) -> Vec<embedlab_plugin::Image<'_>>
         })
         .collect()
 }
+
+/// Checks our preprocessed pixels against the reference's, CLIP-normalised. The resize is
+/// PIL-exact, but the `image` crate decodes JPEGs slightly differently from PIL's libjpeg-turbo
+/// (about 1% of pixels by a few levels), so a few values may differ by a level or two after
+/// resizing; a wrong size, crop or filter moves most values, and further.
+pub fn assert_preprocessing_close(what: &str, pixels: &[f32], want: &[f32]) {
+    assert_eq!(pixels.len(), want.len(), "{what}: preprocessed size");
+    let diffs: Vec<f32> = pixels
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .collect();
+    let max_diff = diffs.iter().copied().fold(0f32, f32::max);
+    let off = diffs.iter().filter(|d| **d > 1e-5).count();
+    let off_fraction = off as f64 / want.len() as f64;
+    println!(
+        "{what} preprocessing: max |diff| {max_diff:.2e}, {:.2}% of values differ",
+        100.0 * off_fraction
+    );
+    let level = 1.0 / 255.0 / 0.2613; // about one u8 step after CLIP's normalisation
+    assert!(
+        max_diff <= 2.0 * level && off_fraction < 0.05,
+        "{what}: preprocessing differs by up to {max_diff} on {off} values"
+    );
+}
