@@ -10,9 +10,9 @@ use clap::Subcommand;
 use embedlab::dataset::{self, LoadOptions, Source};
 use embedlab::digest::Digest;
 use embedlab::embed::images;
-use embedlab::experiment::peak_rss_mb;
 use embedlab::metrics;
 use embedlab::progress::Progress;
+use embedlab::resources::peak_rss_mb;
 use embedlab::retrieval::{self, ExactOptions, bench::random_unit_vectors};
 use embedlab::rng::SplitMix64;
 

@@ -1,4 +1,4 @@
-//! The subcommands that are not experiments: `embed`, `plugins list`, `models ...`.
+//! The subcommands that are not experiments: `embed`, `score`, `plugins list`, `models ...`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +11,23 @@ use embedlab::models::ModelStore;
 use embedlab::plan::{EncoderSetup, Environment};
 use embedlab::plugin::{self, EncoderHandle, SearchPath};
 use embedlab::progress::Progress;
+
+/// Prints, as one JSON object, the flag-only metrics of a hit-matrix file (one query per line,
+/// k flags of 0/1 in retrieval order), computed exactly or as the study's scorer did.
+pub fn score(hits: &Path, article_compatible: bool) -> anyhow::Result<ExitCode> {
+    use embedlab::metrics::article;
+    let text =
+        std::fs::read_to_string(hits).with_context(|| format!("reading {}", hits.display()))?;
+    let matrix =
+        article::parse_hits(&text).map_err(|e| anyhow::anyhow!("{}:{e}", hits.display()))?;
+    let metrics = if article_compatible {
+        article::article_metrics(&matrix)
+    } else {
+        article::flag_metrics(&matrix)
+    };
+    println!("{}", serde_json::to_string_pretty(&metrics)?);
+    Ok(ExitCode::SUCCESS)
+}
 
 /// What `embedlab embed` reads.
 pub enum EmbedInput {

@@ -3,21 +3,27 @@
 //! A run that fails (a missing vectors file, an encoder this build lacks) is reported and the
 //! others go on; the dataset failing stops everything, since every run needs it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::cache::Store;
 use crate::captions::{self, generate};
 use crate::dataset::Dataset;
+use crate::embed::encode::EncoderFacts;
 use crate::error::Error;
-use crate::manifest::{CaptionSource, Captions, DatasetFormat, Manifest};
+use crate::manifest::{CaptionSource, Captions, DatasetFormat, Manifest, Modality};
+use crate::metrics::significance::bootstrap_intervals;
+use crate::metrics::{Evaluation, Metric, article};
 use crate::plan::{Environment, Executor, Plan, RunOutput, RunPlan, StageKind};
 use crate::progress::Progress;
+use crate::report::compare::{self, QueryScores, TestSettings};
 use crate::report::results::{
     CacheInfo, CaptionerInfo, DatasetProvenance, EncoderInfo, FailedRun, Fusion, InputFile,
-    Provenance, Results, RunResult, TimingInfo,
+    LabelSetScore, Provenance, ReferenceCheck, Results, RunResult, StatisticsInfo, TimingInfo,
 };
-use crate::report::{self, Written};
+use crate::report::{self, Written, family};
+use crate::retrieval::Neighbours;
 
 /// Where outputs go, and where plugins and models come from.
 #[derive(Clone, Debug)]
@@ -71,6 +77,7 @@ pub fn run(
     ));
     let dir = settings.out_dir.join(&manifest.experiment.name);
     let mut runs = Vec::new();
+    let mut scores = Vec::new();
     let mut failed: Vec<FailedRun> = plan
         .broken
         .iter()
@@ -87,9 +94,10 @@ pub fn run(
             .run(run_plan)
             .and_then(|output| finish_run(manifest, &plan, run_plan, &output, &dir));
         match outcome {
-            Ok(result) => {
+            Ok((result, run_scores)) => {
                 progress.info(&run_line(&result, manifest.retrieval.k));
                 runs.push(result);
+                scores.push(run_scores);
             }
             Err(e) => {
                 progress.warn(&format!("run \"{}\" failed: {e}", run_plan.name));
@@ -102,12 +110,22 @@ pub fn run(
     }
     let mut provenance = provenance(manifest, &plan, &dataset);
     provenance.captioners = write_captions(&plan, &store, &dataset, &dir)?;
+    let named: Vec<(&str, &QueryScores)> =
+        runs.iter().map(|r| r.name.as_str()).zip(&scores).collect();
+    let significance = compare::pairwise(
+        &named,
+        &manifest.metrics.significance,
+        test_settings(manifest),
+    );
+    let references = check_references(manifest, &runs);
     let results = Results {
         experiment: manifest.experiment.name.clone(),
         description: manifest.experiment.description.clone(),
         runs,
         failed,
         provenance,
+        significance,
+        references,
     };
     let written = report::write(&dir, &results)?;
     Ok(Summary { written, results })
@@ -132,13 +150,62 @@ fn run_line(result: &RunResult, k: usize) -> String {
     )
 }
 
+fn test_settings(manifest: &Manifest) -> TestSettings {
+    TestSettings {
+        permutations: manifest.metrics.permutations,
+        seed: manifest.experiment.seed,
+        alpha: manifest.metrics.alpha,
+    }
+}
+
+/// Each `[[reference]]` beside our value (article-compatible or exact, as it asks).
+fn check_references(manifest: &Manifest, runs: &[RunResult]) -> Vec<ReferenceCheck> {
+    use crate::manifest::schema::Scoring;
+    manifest
+        .references
+        .iter()
+        .map(|reference| {
+            let scoring = reference
+                .scoring
+                .unwrap_or(if manifest.metrics.article_compatible {
+                    Scoring::Article
+                } else {
+                    Scoring::Exact
+                });
+            let ours = runs.iter().find(|r| r.name == reference.run).and_then(|r| {
+                match scoring {
+                    Scoring::Article => r.article_compatible.get(&reference.metric),
+                    Scoring::Exact => r.metrics.get(&reference.metric),
+                }
+                .copied()
+            });
+            let difference = ours.map(|v| v - reference.value);
+            ReferenceCheck {
+                run: reference.run.clone(),
+                metric: reference.metric.clone(),
+                scoring: match scoring {
+                    Scoring::Article => "article",
+                    Scoring::Exact => "exact",
+                }
+                .to_string(),
+                reference: reference.value,
+                ours,
+                difference,
+                tolerance: reference.tolerance,
+                source: reference.source.clone(),
+                within: difference.is_some_and(|d| d.abs() <= reference.tolerance),
+            }
+        })
+        .collect()
+}
+
 fn finish_run(
     manifest: &Manifest,
     plan: &Plan,
     run: &RunPlan,
     output: &RunOutput,
     dir: &Path,
-) -> Result<RunResult, Error> {
+) -> Result<(RunResult, QueryScores), Error> {
     let dataset = &output.dataset;
     let per_query = if manifest.per_query {
         let relative =
@@ -153,7 +220,12 @@ fn finish_run(
     } else {
         None
     };
-    let encoders = encoders(plan, run, &output.part_dims)?;
+    let encoders = encoders(plan, run, output)?;
+    let declared = manifest.runs.iter().find(|r| r.name == run.name);
+    let family = match declared.and_then(|r| r.family.clone()) {
+        Some(family) => family,
+        None => family::classify(&encoders).to_string(),
+    };
     let n = dataset.samples.len();
     let computed_s = output.timing.embed_s + output.timing.knn_s;
     let StageKind::Fuse {
@@ -162,7 +234,9 @@ fn finish_run(
     else {
         unreachable!("a run's fuse stage is a Fuse")
     };
-    Ok(RunResult {
+    let scores = QueryScores::of(dataset, &output.evaluation, &manifest.metrics.significance);
+    let label_set_ids = dataset.label_set_ids();
+    let result = RunResult {
         name: run.name.clone(),
         dataset: dataset.name.clone(),
         n_samples: n,
@@ -181,7 +255,7 @@ fn finish_run(
             } else {
                 0.0
             },
-            peak_rss_mb: peak_rss_mb(),
+            peak_rss_mb: crate::resources::peak_rss_mb(),
             metrics_s: output.timing.metrics_s,
             wall_s: output.timing.wall_s,
         },
@@ -191,14 +265,102 @@ fn finish_run(
         },
         per_query,
         skipped_images: output.skipped_images.clone(),
-    })
+        family,
+        intervals: intervals(manifest, &output.evaluation),
+        article_compatible: if manifest.metrics.article_compatible {
+            article_scores(&output.neighbours, &label_set_ids, &manifest.cutoffs)
+        } else {
+            BTreeMap::new()
+        },
+        label_sets: label_set_scores(dataset, &output.evaluation, manifest.retrieval.k),
+        stages: output.stages.clone(),
+    };
+    Ok((result, scores))
 }
 
-fn encoders(plan: &Plan, run: &RunPlan, dims: &[usize]) -> Result<Vec<EncoderInfo>, Error> {
+/// Bootstrap intervals of every metric at every cutoff, all from the same resamples.
+fn intervals(manifest: &Manifest, evaluation: &Evaluation) -> BTreeMap<String, [f64; 2]> {
+    if manifest.metrics.bootstrap == 0 {
+        return BTreeMap::new();
+    }
+    let mut keys = Vec::new();
+    let mut series = Vec::new();
+    for (c, &cutoff) in evaluation.cutoffs.iter().enumerate() {
+        for (m, metric) in Metric::ALL.iter().enumerate() {
+            keys.push(metric.key(cutoff));
+            series.push(evaluation.per_query.iter().map(|q| q[c][m]).collect());
+        }
+    }
+    let found = bootstrap_intervals(
+        &series,
+        manifest.metrics.bootstrap,
+        manifest.metrics.confidence,
+        manifest.experiment.seed,
+    );
+    keys.into_iter()
+        .zip(found)
+        .map(|(k, (lo, hi))| (k, [lo, hi]))
+        .collect()
+}
+
+/// The flag-only metrics at each cutoff as the study's scorer computed them.
+fn article_scores(
+    neighbours: &Neighbours,
+    label_set_ids: &[u32],
+    cutoffs: &[usize],
+) -> BTreeMap<String, f64> {
+    let flags = crate::metrics::hit_flags(neighbours, label_set_ids);
+    let mut scores = BTreeMap::new();
+    for &cutoff in cutoffs {
+        let hits = article::HitMatrix {
+            flags: flags
+                .chunks(neighbours.k)
+                .flat_map(|row| row[..cutoff].iter().copied())
+                .collect(),
+            k: cutoff,
+        };
+        scores.extend(article::article_metrics(&hits));
+    }
+    scores
+}
+
+/// How many label sets the per-label-set scores cover: the most frequent ones.
+const LABEL_SETS_SHOWN: usize = 8;
+
+/// Mean MRR at k of the dataset's most frequent label sets (ties: by name).
+fn label_set_scores(dataset: &Dataset, evaluation: &Evaluation, k: usize) -> Vec<LabelSetScore> {
+    let Some(c) = evaluation.cutoffs.iter().position(|&x| x == k) else {
+        return Vec::new();
+    };
+    let mut groups: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    for (sample, scores) in dataset.samples.iter().zip(&evaluation.per_query) {
+        let group = groups.entry(sample.labels.to_string()).or_default();
+        group.0 += 1;
+        group.1 += scores[c][0];
+    }
+    let mut sets: Vec<LabelSetScore> = groups
+        .into_iter()
+        .map(|(labels, (queries, sum))| LabelSetScore {
+            labels,
+            queries,
+            mrr: sum / queries as f64,
+        })
+        .collect();
+    sets.sort_by(|a, b| {
+        b.queries
+            .cmp(&a.queries)
+            .then_with(|| a.labels.cmp(&b.labels))
+    });
+    sets.truncate(LABEL_SETS_SHOWN);
+    sets
+}
+
+fn encoders(plan: &Plan, run: &RunPlan, output: &RunOutput) -> Result<Vec<EncoderInfo>, Error> {
     let StageKind::Fuse { weights, .. } = &plan.stages[run.fuse].kind else {
         unreachable!("a run's fuse stage is a Fuse")
     };
-    let info = |(&p, (&weight, &dim)): (&usize, (&f64, &usize))| -> Result<EncoderInfo, Error> {
+    let dims = output.part_dims.iter().zip(&output.part_facts);
+    let info = |(&p, (&weight, (&dim, facts))): (&usize, (&f64, (&usize, &EncoderFacts)))| -> Result<EncoderInfo, Error> {
         Ok(match &plan.stages[p].kind {
             StageKind::Precomputed {
                 npy: path, digest, ..
@@ -212,13 +374,16 @@ fn encoders(plan: &Plan, run: &RunPlan, dims: &[usize]) -> Result<Vec<EncoderInf
                 digest: digest.to_string(),
                 plugin_version: None,
                 captions: None,
+                input: None,
+                modalities: Vec::new(),
+                parameters: None,
                 dim,
                 weight,
             },
             StageKind::Encode {
                 encoder,
+                input,
                 captions: source,
-                ..
             } => {
                 let setup = plan.encoders.get(encoder)?;
                 EncoderInfo {
@@ -231,6 +396,12 @@ fn encoders(plan: &Plan, run: &RunPlan, dims: &[usize]) -> Result<Vec<EncoderInf
                         Captions::Human(other) => captions::name(*other).to_string(),
                         Captions::Generated { generate } => format!("generated by {generate}"),
                     }),
+                    input: Some(match input {
+                        Modality::Captions => "captions".to_string(),
+                        Modality::Image => "image".to_string(),
+                    }),
+                    modalities: facts.modalities.clone(),
+                    parameters: Some(facts.parameters).filter(|&p| p > 0),
                     dim,
                     weight,
                 }
@@ -283,7 +454,15 @@ fn write_captions(
 fn provenance(manifest: &Manifest, plan: &Plan, dataset: &Dataset) -> Provenance {
     let ds = &plan.dataset;
     Provenance {
-        engine: format!("embedlab {}", env!("CARGO_PKG_VERSION")),
+        engine: format!(
+            "embedlab {} ({} build)",
+            env!("CARGO_PKG_VERSION"),
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        ),
         manifest: manifest.path.clone(),
         manifest_digest: manifest.digest,
         date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
@@ -316,6 +495,12 @@ fn provenance(manifest: &Manifest, plan: &Plan, dataset: &Dataset) -> Provenance
         cutoffs: manifest.cutoffs.clone(),
         backend: "exact (blocked f32 GEMM)".into(),
         captioners: Vec::new(),
+        statistics: Some(StatisticsInfo {
+            bootstrap: manifest.metrics.bootstrap,
+            confidence: manifest.metrics.confidence,
+            permutations: manifest.metrics.permutations,
+            seed: manifest.experiment.seed,
+        }),
     }
 }
 
@@ -327,14 +512,4 @@ fn relative_to_manifest(manifest: &Manifest, path: &Path) -> PathBuf {
         .and_then(|p| std::path::absolute(p).ok());
     base.and_then(|b| path.strip_prefix(b).ok().map(Path::to_path_buf))
         .unwrap_or_else(|| path.to_path_buf())
-}
-
-/// Peak resident set size of this process in MiB (Linux `VmHWM`; 0 where unavailable).
-pub fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }

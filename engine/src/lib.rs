@@ -14,5 +14,6 @@ pub mod plan;
 pub mod plugin;
 pub mod progress;
 pub mod report;
+pub mod resources;
 pub mod retrieval;
 pub mod rng;

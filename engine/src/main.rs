@@ -51,13 +51,39 @@ enum Command {
     ///
     /// Stages already in the cache are reused; the report goes to DIR/<experiment.name>/.
     /// Exit status: 0 when every run finished, 1 when some run failed (the report lists it),
-    /// 2 on an error that stops the experiment.
+    /// 2 on an error that stops the experiment, 3 (with --check) when a reference number is not
+    /// reproduced.
     Run {
         #[command(flatten)]
         manifest: ManifestArgs,
         /// Folder for reports.
         #[arg(long, value_name = "DIR", default_value = "reports")]
         out: PathBuf,
+        /// Exit with status 3 when a `[[reference]]` number is not reproduced within its
+        /// tolerance (after the report is written).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Merge the reports of several experiments (folders holding results.json) into one:
+    /// all-scenario and per-family tables per dataset, charts, and paired tests across them.
+    Report {
+        /// Report folders written by `embedlab run` (e.g. reports/quickstart reports/coco).
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Where the merged report.md, report.html and comparison.json go.
+        #[arg(long, value_name = "DIR", default_value = "reports/merged")]
+        out: PathBuf,
+    },
+    /// Score a hit matrix from any tool: one query per line, k flags of 0/1 in retrieval order.
+    /// Prints mrr, map_list, ndcg_list, precision and hit_rate at k as JSON.
+    Score {
+        /// The hit-matrix file.
+        #[arg(long, value_name = "FILE")]
+        hits: PathBuf,
+        /// Score as the study did (torchmetrics 0.11.4 on torch 2.0.0, whose unstable sort
+        /// scrambles each query's items).
+        #[arg(long)]
+        article_compatible: bool,
     },
     /// Print the experiment's stages, which are cached, and which runs share them; runs nothing.
     Plan {
@@ -228,7 +254,21 @@ impl Sources {
 
 fn dispatch(command: Command, sources: &Sources, progress: &Progress) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { manifest, out } => run(&manifest, &out, sources, progress),
+        Command::Run {
+            manifest,
+            out,
+            check,
+        } => run(&manifest, &out, check, sources, progress),
+        Command::Report { dirs, out } => {
+            let written = embedlab::report::write_merged(&out, &dirs)?;
+            progress.info(&format!("wrote {}", written.markdown.display()));
+            progress.info(&format!("wrote {}", written.html.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score {
+            hits,
+            article_compatible,
+        } => commands::score(&hits, article_compatible),
         Command::Plan { manifest } => plan(&manifest, sources),
         Command::Captions {
             manifest,
@@ -270,6 +310,7 @@ fn dispatch(command: Command, sources: &Sources, progress: &Progress) -> anyhow:
 fn run(
     args: &ManifestArgs,
     out: &Path,
+    check: bool,
     sources: &Sources,
     progress: &Progress,
 ) -> anyhow::Result<ExitCode> {
@@ -279,10 +320,36 @@ fn run(
     progress.info(&format!("wrote {}", summary.written.markdown.display()));
     progress.info(&format!("wrote {}", summary.written.html.display()));
     progress.info(&format!("wrote {}", summary.written.results.display()));
-    Ok(if summary.results.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    let missed: Vec<_> = summary
+        .results
+        .references
+        .iter()
+        .filter(|r| !r.within)
+        .collect();
+    for r in &missed {
+        let ours = r
+            .ours
+            .map_or("no value (the run failed)".into(), |v| format!("{v:.4}"));
+        progress.warn(&format!(
+            "reference {} {} ({}): ours {ours}, reference {:.4} ± {}{}",
+            r.run,
+            r.metric,
+            r.scoring,
+            r.reference,
+            r.tolerance,
+            if r.source.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.source)
+            }
+        ));
+    }
+    Ok(if !summary.results.failed.is_empty() {
         ExitCode::from(1)
+    } else if check && !missed.is_empty() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 

@@ -39,6 +39,36 @@ pub struct EncodedMeta {
     /// Rows whose image could not be used (zeros in the vectors), in row order.
     #[serde(default)]
     pub skipped: Vec<SkippedRow>,
+    /// What the encoder said of itself (entries from before 0.1 lack it).
+    #[serde(default)]
+    pub encoder: EncoderFacts,
+    /// Peak resident memory of the process while encoding, MiB (0: not measured).
+    #[serde(default)]
+    pub peak_rss_mb: f64,
+}
+
+/// The parts of an encoder's description the resources table shows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EncoderFacts {
+    pub parameters: u64,
+    /// `text`, `image`: both for a jointly trained image-text model.
+    pub modalities: Vec<String>,
+    pub device: String,
+}
+
+impl EncoderFacts {
+    fn of(encoder: &EncoderHandle) -> EncoderFacts {
+        let description = encoder.describe();
+        EncoderFacts {
+            parameters: description.parameters,
+            modalities: description
+                .modalities
+                .iter()
+                .map(|m| m.as_str().to_string())
+                .collect(),
+            device: description.device.clone(),
+        }
+    }
 }
 
 /// How an encoding went: vectors, its record, and how many chunks were reused.
@@ -92,7 +122,13 @@ pub fn encode_texts(
     texts: &[String],
     progress: &dyn Fn(usize),
 ) -> Result<Encoded, Error> {
-    let chunks = Chunks::new(store, key, texts.len(), encoder.describe().dim);
+    let chunks = Chunks::new(
+        store,
+        key,
+        texts.len(),
+        EncoderFacts::of(encoder),
+        encoder.describe().dim,
+    );
     let encoded = chunks.run(progress, |range| {
         let batch: Vec<&str> = texts[range].iter().map(String::as_str).collect();
         Ok((encoder.encode_texts(&batch)?, Vec::new()))
@@ -122,7 +158,7 @@ pub fn encode_images(
     progress: &dyn Fn(usize),
 ) -> Result<Encoded, Error> {
     let dim = encoder.describe().dim;
-    let chunks = Chunks::new(store, key, paths.len(), dim);
+    let chunks = Chunks::new(store, key, paths.len(), EncoderFacts::of(encoder), dim);
     let todo: Vec<Vec<Option<PathBuf>>> = chunks
         .missing()?
         .into_iter()
@@ -213,12 +249,19 @@ struct Chunks<'a> {
     store: &'a Store,
     key: &'a Digest,
     n: usize,
+    encoder: EncoderFacts,
     dim: usize,
 }
 
 impl<'a> Chunks<'a> {
-    fn new(store: &'a Store, key: &'a Digest, n: usize, dim: usize) -> Self {
-        Chunks { store, key, n, dim }
+    fn new(store: &'a Store, key: &'a Digest, n: usize, encoder: EncoderFacts, dim: usize) -> Self {
+        Chunks {
+            store,
+            key,
+            n,
+            encoder,
+            dim,
+        }
     }
 
     fn ranges(&self) -> impl Iterator<Item = Range<usize>> + use<> {
@@ -260,6 +303,7 @@ impl<'a> Chunks<'a> {
         progress: &dyn Fn(usize),
         mut encode: impl FnMut(Range<usize>) -> Result<ChunkOutput, Error>,
     ) -> Result<Encoded, Error> {
+        crate::resources::reset_peak_rss();
         let mut data = Vec::with_capacity(self.n * self.dim);
         let mut skipped = Vec::new();
         let mut encode_s = 0.0;
@@ -295,6 +339,8 @@ impl<'a> Chunks<'a> {
             chunks,
             encode_s,
             skipped,
+            encoder: self.encoder.clone(),
+            peak_rss_mb: crate::resources::peak_rss_mb(),
         };
         self.store.put(
             STAGE,

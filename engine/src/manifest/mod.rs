@@ -22,6 +22,7 @@ pub use schema::{Backend, CaptionSource, Captions, DatasetFormat, Modality};
 use schema::{DatasetTable, ManifestFile, Part, Run};
 
 use crate::digest::{Digest, Hasher};
+use crate::metrics::Metric;
 
 /// What went wrong reading a manifest; every message names where.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,10 @@ pub struct Manifest {
     /// Sorted, de-duplicated metric cutoffs, each in `1..=retrieval.k`.
     pub cutoffs: Vec<usize>,
     pub per_query: bool,
+    /// `[metrics]`: article-compatible scoring, intervals and tests (`significance` filled in
+    /// with its default).
+    pub metrics: schema::Metrics,
+    pub references: Vec<schema::Reference>,
     pub encoders: std::collections::BTreeMap<String, schema::Encoder>,
     pub captioners: std::collections::BTreeMap<String, schema::Encoder>,
     pub runs: Vec<Run>,
@@ -113,6 +118,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestErro
         digest,
         cutoffs: Vec::new(),
         per_query: layered.metrics.per_query,
+        metrics: layered.metrics.clone(),
+        references: layered.references,
         experiment: layered.experiment,
         dataset: layered.dataset,
         retrieval: layered.retrieval,
@@ -122,6 +129,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestErro
         origins,
     };
     manifest.cutoffs = validate(&manifest, &layered.metrics.cutoffs, &ctx)?;
+    validate_statistics(&mut manifest, &ctx)?;
+    validate_references(&manifest, &ctx)?;
     resolve_paths(&mut manifest);
     Ok(manifest)
 }
@@ -367,6 +376,98 @@ fn validate_oiv7(
     Ok(())
 }
 
+/// Intervals and tests need sane levels and metric keys the runs report.
+fn validate_statistics(m: &mut Manifest, ctx: &Context) -> Result<(), ManifestError> {
+    let at = KeyPath::default().name("metrics");
+    for (key, value) in [
+        ("confidence", m.metrics.confidence),
+        ("alpha", m.metrics.alpha),
+    ] {
+        if !(value > 0.0 && value < 1.0) {
+            return Err(ctx.error(&at.clone().name(key), "must lie strictly between 0 and 1"));
+        }
+    }
+    if m.metrics.significance.is_empty() {
+        m.metrics.significance = vec![Metric::Mrr.key(m.retrieval.k)];
+    }
+    for key in &m.metrics.significance {
+        check_metric_key(key, &m.cutoffs, ctx, &at.clone().name("significance"))?;
+    }
+    Ok(())
+}
+
+/// Each `[[reference]]` names a run and a metric the run reports.
+fn validate_references(m: &Manifest, ctx: &Context) -> Result<(), ManifestError> {
+    for (i, reference) in m.references.iter().enumerate() {
+        let at = KeyPath::default().name("reference").index(i);
+        if !m.runs.iter().any(|r| r.name == reference.run) {
+            let names: Vec<&str> = m.runs.iter().map(|r| r.name.as_str()).collect();
+            return Err(ctx.error(
+                &at.name("run"),
+                format!(
+                    "no run is named \"{}\"{}",
+                    reference.run,
+                    suggest(&reference.run, names.iter().copied())
+                ),
+            ));
+        }
+        let metric = check_metric_key(
+            &reference.metric,
+            &m.cutoffs,
+            ctx,
+            &at.clone().name("metric"),
+        )?;
+        if reference.tolerance.is_nan() || reference.tolerance < 0.0 {
+            return Err(ctx.error(&at.name("tolerance"), "must be 0 or more"));
+        }
+        if reference.scoring == Some(schema::Scoring::Article) {
+            if !m.metrics.article_compatible {
+                return Err(ctx.error(
+                    &at.name("scoring"),
+                    "article scoring needs `[metrics] article_compatible = true`",
+                ));
+            }
+            if !metric.from_flags_alone() {
+                return Err(ctx.error(
+                    &at.name("metric"),
+                    "the study's scorer reports only mrr, map_list, ndcg_list, precision and hit_rate",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A metric key such as `mrr@10` whose cutoff is one of `cutoffs`.
+fn check_metric_key(
+    key: &str,
+    cutoffs: &[usize],
+    ctx: &Context,
+    at: &KeyPath,
+) -> Result<Metric, ManifestError> {
+    let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+    let Some((metric, cutoff)) = Metric::parse_key(key) else {
+        let name = key.split('@').next().unwrap_or(key);
+        return Err(ctx.error(
+            at,
+            format!(
+                "\"{key}\" is not a metric key like mrr@10 (metrics: {}){}",
+                names.join(", "),
+                suggest(name, names.iter().copied())
+            ),
+        ));
+    };
+    if !cutoffs.contains(&cutoff) {
+        return Err(ctx.error(
+            at,
+            format!(
+                "\"{key}\": {cutoff} is not one of the cutoffs {cutoffs:?} ([metrics] cutoffs)"
+            ),
+        ));
+    }
+    Ok(metric)
+}
+
 fn validate_cutoffs(
     cutoffs: &[usize],
     k: usize,
@@ -418,13 +519,18 @@ fn validate_captions(
     if m.captioners.contains_key(generate) {
         return Ok(());
     }
-    let hint = locate::closest(generate, m.captioners.keys().map(String::as_str))
-        .map(|n| format!("; did you mean \"{n}\"?"))
-        .unwrap_or_default();
+    let hint = suggest(generate, m.captioners.keys().map(String::as_str));
     Err(ctx.error(
         &at.clone().name("generate"),
         format!("no [captioners.{generate}] table{hint}"),
     ))
+}
+
+/// `; did you mean "x"?` for the candidate closest to `wrong`, or nothing.
+fn suggest<'c>(wrong: &str, candidates: impl Iterator<Item = &'c str>) -> String {
+    locate::closest(wrong, candidates)
+        .map(|n| format!("; did you mean \"{n}\"?"))
+        .unwrap_or_default()
 }
 
 fn validate_part(
@@ -439,9 +545,7 @@ fn validate_part(
         }
         (None, Some(name)) => {
             if !m.encoders.contains_key(name) {
-                let hint = locate::closest(name, m.encoders.keys().map(String::as_str))
-                    .map(|n| format!("; did you mean \"{n}\"?"))
-                    .unwrap_or_default();
+                let hint = suggest(name, m.encoders.keys().map(String::as_str));
                 return Err(ctx.error(
                     &at.clone().name("encoder"),
                     format!("no [encoders.{name}] table{hint}"),
@@ -539,6 +643,72 @@ parts = [{ precomputed = "vectors/text.npy" }]
 
     fn error(text: &str, sets: &[&str]) -> String {
         load_text(text, sets).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn statistics_default_and_are_checked() {
+        let m = load_text(BASE, &[]).unwrap();
+        assert_eq!(m.metrics.significance, ["mrr@5"]);
+        assert_eq!((m.metrics.bootstrap, m.metrics.permutations), (1000, 1000));
+        assert!(!m.metrics.article_compatible);
+        let text = format!(
+            "{BASE}\n[metrics]\ncutoffs = [1, 5]\nsignificance = [\"map@1\", \"ndgc@5\"]\n"
+        );
+        let err = error(&text, &[]);
+        assert!(
+            err.contains("m.toml:") && err.contains("metrics.significance"),
+            "{err}"
+        );
+        assert!(
+            err.contains("\"ndgc@5\" is not a metric key")
+                && err.contains("did you mean \"ndcg\"?"),
+            "{err}"
+        );
+        let err = error(&text.replace("ndgc@5", "mrr@10"), &[]);
+        assert!(err.contains("10 is not one of the cutoffs [1, 5]"), "{err}");
+        let err = error(BASE, &["metrics.confidence=1.5"]);
+        assert!(
+            err.contains("metrics.confidence: must lie strictly between 0 and 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn references_name_runs_and_metrics_they_can_compare() {
+        let reference = |body: &str| format!("{BASE}\n[[reference]]\nrun = \"text\"\n{body}\n");
+        let m = load_text(&reference("metric = \"mrr@5\"\nvalue = 0.5"), &[]).unwrap();
+        assert_eq!(
+            (m.references[0].tolerance, m.references[0].scoring),
+            (0.001, None)
+        );
+        let err = error(
+            &reference("metric = \"mrr@5\"\nvalue = 0.5\nscoring = \"article\""),
+            &[],
+        );
+        assert!(
+            err.contains(
+                "reference[0].scoring: article scoring needs `[metrics] article_compatible = true`"
+            ),
+            "{err}"
+        );
+        let err = error(
+            &reference("metric = \"recall@5\"\nvalue = 0.5\nscoring = \"article\""),
+            &["metrics.article_compatible=true"],
+        );
+        assert!(
+            err.contains("reference[0].metric: the study's scorer reports only"),
+            "{err}"
+        );
+        let err = error(
+            &reference("metric = \"mrr@5\"\nvalue = 0.5\ntolerance = -1"),
+            &[],
+        );
+        assert!(
+            err.contains("reference[0].tolerance: must be 0 or more"),
+            "{err}"
+        );
+        let err = error(&reference("metric = \"mrr@5\"\nvalu = 0.5"), &[]);
+        assert!(err.contains("unknown field `valu`"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,44 @@ pub struct ManifestFile {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub captioners: BTreeMap<String, Encoder>,
     pub runs: Vec<Run>,
+    /// Published numbers to compare with (`[[reference]]`); `embedlab run --check` fails when
+    /// one differs by more than its tolerance.
+    #[serde(default, rename = "reference", skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<Reference>,
+}
+
+/// A number from elsewhere (a paper's table) that a run should reproduce.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    /// The run's name (after sweep expansion).
+    pub run: String,
+    /// A metric key, e.g. `mrr@10`.
+    pub metric: String,
+    pub value: f64,
+    /// Where the number comes from ("Table 2 of ...").
+    #[serde(default)]
+    pub source: String,
+    /// The largest |ours − value| that still counts as reproduced.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// Compare with the study's scoring or the exact one; defaults to `article` when
+    /// `[metrics] article_compatible = true`, else `exact`.
+    pub scoring: Option<Scoring>,
+}
+
+fn default_tolerance() -> f64 {
+    0.001
+}
+
+/// Which scorer a number comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scoring {
+    /// The study's: torchmetrics 0.11.4's unstable sort scrambles each query's tied items.
+    Article,
+    /// DESIGN.md's definitions on the retrieval order.
+    Exact,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -171,6 +209,26 @@ pub struct Metrics {
     /// Write per-query neighbours, scores and hit flags next to results.json.
     #[serde(default = "yes")]
     pub per_query: bool,
+    /// Also score as the study did (torchmetrics 0.11.4 on torch 2.0.0, whose unstable sort
+    /// scrambled each query's tied items), beside the exact numbers.
+    #[serde(default)]
+    pub article_compatible: bool,
+    /// Bootstrap resamples of the queries per confidence interval (0: no intervals).
+    #[serde(default = "default_resamples")]
+    pub bootstrap: usize,
+    /// Confidence level of the intervals.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// Random sign patterns per paired randomisation test (tests with few queries enumerate
+    /// every pattern instead).
+    #[serde(default = "default_resamples")]
+    pub permutations: usize,
+    /// Metrics tested between every pair of runs; defaults to `["mrr@K"]` (K = retrieval.k).
+    #[serde(default)]
+    pub significance: Vec<String>,
+    /// Differences with a p-value below this are significant.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
 }
 
 impl Default for Metrics {
@@ -179,8 +237,26 @@ impl Default for Metrics {
         Metrics {
             cutoffs: Vec::new(),
             per_query: yes(),
+            article_compatible: false,
+            bootstrap: default_resamples(),
+            confidence: default_confidence(),
+            permutations: default_resamples(),
+            significance: Vec::new(),
+            alpha: default_alpha(),
         }
     }
+}
+
+fn default_resamples() -> usize {
+    1000
+}
+
+fn default_confidence() -> f64 {
+    0.95
+}
+
+fn default_alpha() -> f64 {
+    0.05
 }
 
 fn yes() -> bool {
@@ -271,6 +347,8 @@ pub enum Modality {
 #[serde(deny_unknown_fields)]
 pub struct Run {
     pub name: String,
+    /// The experiment family reports group the run under; derived from its parts when absent.
+    pub family: Option<String>,
     /// Caption source for the run's caption parts (a part's own `captions` wins).
     pub captions: Option<Captions>,
     /// Seed of `random` captions; defaults to `experiment.seed`.

@@ -8,6 +8,9 @@
 //! Should a manifest lower `min_label_set_count` to 1, a query with `R = 0` scores 0 on every
 //! metric (its recall, MAP and NDCG are undefined; 0 keeps the mean over all queries honest).
 
+pub mod article;
+pub mod significance;
+
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
@@ -56,6 +59,22 @@ impl Metric {
     /// The results.json key, e.g. `mrr@10`.
     pub fn key(self, cutoff: usize) -> String {
         format!("{}@{cutoff}", self.name())
+    }
+
+    /// The metric and cutoff of a key such as `mrr@10`.
+    pub fn parse_key(key: &str) -> Option<(Metric, usize)> {
+        let (name, cutoff) = key.split_once('@')?;
+        let metric = Metric::ALL.into_iter().find(|m| m.name() == name)?;
+        Some((metric, cutoff.parse().ok()?))
+    }
+
+    /// Whether the metric needs only the k hit flags (not R): what `embedlab score` and the
+    /// study's scorer compute.
+    pub fn from_flags_alone(self) -> bool {
+        matches!(
+            self,
+            Metric::Mrr | Metric::MapList | Metric::NdcgList | Metric::Precision | Metric::HitRate
+        )
     }
 }
 

@@ -1,14 +1,14 @@
 //! Byte formats of the stored stage outputs.
 //!
 //! `dataset` and `metrics` are JSON (small, inspectable); `knn` is binary (`n × k` indices and
-//! scores, little-endian) with the timings of the computation that produced it, so a cached run
+//! scores, little-endian) with the timings and peak memory of the computation that produced it, so a cached run
 //! still reports how long its work took, and the samples it left out (as JSON after the numbers),
 //! so a cached run still knows which rows its indices refer to.
 
 use crate::report::results::SkippedImage;
 use crate::retrieval::Neighbours;
 
-const KNN_MAGIC: &[u8; 8] = b"EMBLKNN2";
+const KNN_MAGIC: &[u8; 8] = b"EMBLKNN3";
 
 /// A stored k-NN result and what producing it cost.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +17,8 @@ pub struct KnnRecord {
     /// Seconds spent building the fused vectors (loading or encoding, then fusing).
     pub embed_s: f64,
     pub knn_s: f64,
+    /// Peak resident memory of the process during the search, MiB (0: not measured).
+    pub peak_rss_mb: f64,
     /// Samples left out (unreadable images); the neighbours' row indices count only the others.
     pub skipped: Vec<SkippedImage>,
 }
@@ -29,6 +31,7 @@ pub fn encode_knn(record: &KnnRecord) -> Vec<u8> {
     out.extend_from_slice(&(nb.k as u64).to_le_bytes());
     out.extend_from_slice(&record.embed_s.to_le_bytes());
     out.extend_from_slice(&record.knn_s.to_le_bytes());
+    out.extend_from_slice(&record.peak_rss_mb.to_le_bytes());
     nb.indices
         .iter()
         .for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
@@ -47,7 +50,8 @@ pub fn decode_knn(bytes: &[u8]) -> Option<KnnRecord> {
     let k = u64::from_le_bytes(word(1)?) as usize;
     let embed_s = f64::from_le_bytes(word(2)?);
     let knn_s = f64::from_le_bytes(word(3)?);
-    let body = rest.get(32..)?;
+    let peak_rss_mb = f64::from_le_bytes(word(4)?);
+    let body = rest.get(40..)?;
     let count = n.checked_mul(k)?;
     let (numbers, skipped) = body.split_at_checked(count.checked_mul(8)?)?;
     let skipped = serde_json::from_slice(skipped).ok()?;
@@ -69,6 +73,7 @@ pub fn decode_knn(bytes: &[u8]) -> Option<KnnRecord> {
         },
         embed_s,
         knn_s,
+        peak_rss_mb,
         skipped,
     })
 }
@@ -88,6 +93,7 @@ mod tests {
             },
             embed_s: 1.5,
             knn_s: 0.25,
+            peak_rss_mb: 812.5,
             skipped: vec![SkippedImage {
                 id: "7".into(),
                 path: "images/7.jpg".into(),

@@ -16,7 +16,7 @@ use crate::cache::{Lookup, Store};
 use crate::captions::{self, generate::Generated};
 use crate::dataset::{self, Dataset, SampleId};
 use crate::digest::Digest;
-use crate::embed::encode::SkippedRow;
+use crate::embed::encode::{EncoderFacts, SkippedRow};
 use crate::embed::fusion::{FusionPart, fuse};
 use crate::embed::{EmbedError, Vectors};
 use crate::embed::{encode, precomputed};
@@ -25,7 +25,7 @@ use crate::manifest::{Captions, Manifest, Modality};
 use crate::metrics::{self, Evaluation};
 use crate::plugin::EncoderHandle;
 use crate::progress::Progress;
-use crate::report::results::SkippedImage;
+use crate::report::results::{SkippedImage, StageResources};
 use crate::retrieval::{self, Neighbours};
 
 /// How long a run's stages took when they were computed (cached stages report their original
@@ -51,6 +51,11 @@ pub struct RunOutput {
     pub timing: Timing,
     /// Each part's dimension, in part order.
     pub part_dims: Vec<usize>,
+    /// What each encoder part's encoder said of itself, in part order (default for precomputed
+    /// parts).
+    pub part_facts: Vec<EncoderFacts>,
+    /// What each stage of the run cost when it was computed.
+    pub stages: Vec<StageResources>,
     /// Stage outputs reused (from the cache or earlier in this invocation).
     pub hits: usize,
     /// Stage outputs computed.
@@ -76,10 +81,32 @@ pub struct Executor<'a> {
     generated: HashMap<usize, Arc<Generated>>,
     /// Rows each image part (by stage index) could not read.
     skipped_rows: HashMap<usize, Vec<SkippedRow>>,
-    /// Seconds each encoder part spent encoding when its output was computed.
-    encode_s: HashMap<usize, f64>,
+    /// What each encoder part cost when its output was computed, by stage index.
+    encode_costs: HashMap<usize, PartCost>,
+    /// k-NN stages computed (not reused) by this invocation.
+    knn_computed: BTreeSet<usize>,
     /// Seconds spent encoding in this invocation (to keep it out of fusion's time).
     encoding_spent_s: f64,
+}
+
+/// What an encoder part cost, and whether this invocation computed it.
+#[derive(Clone, Debug, Default)]
+struct PartCost {
+    encode_s: f64,
+    peak_rss_mb: f64,
+    encoder: EncoderFacts,
+    computed: bool,
+}
+
+impl PartCost {
+    fn of(meta: &encode::EncodedMeta, computed: bool) -> PartCost {
+        PartCost {
+            encode_s: meta.encode_s,
+            peak_rss_mb: meta.peak_rss_mb,
+            encoder: meta.encoder.clone(),
+            computed,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -119,7 +146,8 @@ impl<'a> Executor<'a> {
             captioners: HashMap::new(),
             generated: HashMap::new(),
             skipped_rows: HashMap::new(),
-            encode_s: HashMap::new(),
+            encode_costs: HashMap::new(),
+            knn_computed: BTreeSet::new(),
             encoding_spent_s: 0.0,
         }
     }
@@ -144,13 +172,34 @@ impl<'a> Executor<'a> {
                 Arc::new(dataset.without(&knn.skipped.iter().map(|s| s.id.as_str()).collect()))
             }
         };
+        let metrics_reused = self.metrics.contains_key(&run.metrics);
         let (evaluation, metrics_s) = self.evaluation(run, &dataset, &knn, &mut tally)?;
+        let costs = self.part_costs(run)?;
         let timing = Timing {
-            embed_s: knn.embed_s + self.encoding_seconds(run)?,
+            embed_s: knn.embed_s + costs.iter().flatten().map(|c| c.encode_s).sum::<f64>(),
             knn_s: knn.knn_s,
             metrics_s,
             wall_s: started.elapsed().as_secs_f64(),
         };
+        let n = dataset.samples.len();
+        let mut stages: Vec<StageResources> = run
+            .parts
+            .iter()
+            .zip(&costs)
+            .filter_map(|(&part, cost)| Some(self.encode_resources(part, cost.as_ref()?, n)))
+            .collect();
+        let knn_reused = !self.knn_computed.contains(&run.knn);
+        stages.push(StageResources::timed("fuse", n, knn.embed_s, knn_reused));
+        stages.push(StageResources {
+            peak_rss_mb: knn.peak_rss_mb,
+            ..StageResources::timed("knn", n, knn.knn_s, knn_reused)
+        });
+        stages.push(StageResources::timed(
+            "metrics",
+            n,
+            metrics_s,
+            metrics_reused || metrics_s == 0.0,
+        ));
         Ok(RunOutput {
             dataset,
             skipped_images: knn.skipped.clone(),
@@ -158,9 +207,37 @@ impl<'a> Executor<'a> {
             evaluation,
             timing,
             part_dims: self.part_dims(run)?,
+            part_facts: costs
+                .into_iter()
+                .map(|c| c.map(|c| c.encoder).unwrap_or_default())
+                .collect(),
+            stages,
             hits: tally.hits,
             misses: tally.misses,
         })
+    }
+
+    fn encode_resources(&self, part: usize, cost: &PartCost, n: usize) -> StageResources {
+        let label = match &self.plan.stages[part].kind {
+            StageKind::Encode {
+                encoder, captions, ..
+            } => match captions {
+                Some((Captions::Human(source), _)) => {
+                    format!("encode {encoder} ({} captions)", captions::name(*source))
+                }
+                Some((Captions::Generated { generate }, _)) => {
+                    format!("encode {encoder} (captions by {generate})")
+                }
+                None => format!("encode {encoder} (images)"),
+            },
+            other => unreachable!("encoder costs belong to encode stages, not {other:?}"),
+        };
+        StageResources {
+            peak_rss_mb: cost.peak_rss_mb,
+            parameters: Some(cost.encoder.parameters),
+            device: Some(cost.encoder.device.clone()).filter(|d| !d.is_empty()),
+            ..StageResources::timed(&label, n, cost.encode_s, !cost.computed)
+        }
     }
 
     fn dataset_counted(&mut self, tally: &mut Tally) -> Result<Arc<Dataset>, Error> {
@@ -232,17 +309,20 @@ impl<'a> Executor<'a> {
             }
             None => {
                 tally.count(false);
+                self.knn_computed.insert(run.knn);
                 let started = Instant::now();
                 let encoding_before = self.encoding_spent_s;
                 let (vectors, skipped) = self.fused(run.fuse, ds, tally)?;
                 let encoding = self.encoding_spent_s - encoding_before;
                 let embed_s = started.elapsed().as_secs_f64() - encoding;
+                crate::resources::reset_peak_rss();
                 let started = Instant::now();
                 let neighbours = self.search(&vectors, &run.name)?;
                 let record = KnnRecord {
                     neighbours,
                     embed_s,
                     knn_s: started.elapsed().as_secs_f64(),
+                    peak_rss_mb: crate::resources::peak_rss_mb(),
                     skipped,
                 };
                 self.store.put(KNN, &stage.key, &encode_knn(&record))?;
@@ -314,21 +394,23 @@ impl<'a> Executor<'a> {
         run.parts.iter().map(|&p| dim(p)).collect()
     }
 
-    /// What a run's encoder parts cost when they were computed (read from their cache entries
-    /// when this invocation did not compute them).
-    fn encoding_seconds(&mut self, run: &RunPlan) -> Result<f64, Error> {
-        let mut total = 0.0;
+    /// What each of a run's encoder parts cost when it was computed (read from its cache entry
+    /// when this invocation did not compute it); `None` for precomputed parts.
+    fn part_costs(&mut self, run: &RunPlan) -> Result<Vec<Option<PartCost>>, Error> {
+        let mut costs = Vec::with_capacity(run.parts.len());
         for &part in &run.parts {
             if !matches!(self.plan.stages[part].kind, StageKind::Encode { .. }) {
+                costs.push(None);
                 continue;
             }
-            if !self.encode_s.contains_key(&part) {
+            if !self.encode_costs.contains_key(&part) {
                 let meta = encode::load_meta(self.store, &self.plan.stages[part].key)?;
-                self.encode_s.insert(part, meta.map_or(0.0, |m| m.encode_s));
+                let cost = meta.map_or_else(PartCost::default, |m| PartCost::of(&m, false));
+                self.encode_costs.insert(part, cost);
             }
-            total += self.encode_s[&part];
+            costs.push(Some(self.encode_costs[&part].clone()));
         }
-        Ok(total)
+        Ok(costs)
     }
 
     /// The fused vectors of a `fuse` stage, building its parts as needed, and the samples left
@@ -455,7 +537,8 @@ impl<'a> Executor<'a> {
         let key = self.plan.stages[index].key;
         if let Some(found) = encode::load(self.store, &key)? {
             tally.count(true);
-            self.encode_s.insert(index, found.meta.encode_s);
+            self.encode_costs
+                .insert(index, PartCost::of(&found.meta, false));
             let skipped = [found.meta.skipped, uncaptioned].concat();
             self.skipped_rows.insert(index, skipped);
             return Ok(found.vectors);
@@ -500,7 +583,8 @@ impl<'a> Executor<'a> {
             ));
         }
         self.encoding_spent_s += encoded.meta.encode_s;
-        self.encode_s.insert(index, encoded.meta.encode_s);
+        self.encode_costs
+            .insert(index, PartCost::of(&encoded.meta, true));
         Ok(encoded.vectors)
     }
 

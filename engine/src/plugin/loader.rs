@@ -243,6 +243,7 @@ fn placeholder() -> Description {
         dim: 0,
         parameters: 0,
         weights_digest: String::new(),
+        device: String::new(),
     }
 }
 

@@ -1,12 +1,19 @@
-//! Reports: `results.json`, `report.md`, `report.html` and per-query files for one experiment.
+//! Reports: `results.json`, `report.md`, `report.html`, SVG charts and per-query files for one
+//! experiment, and merged reports of several (`embedlab report DIR...`).
 //!
-//! Tables follow the article's shape (run, MAP, MRR, NDCG, Precision, Recall, HitRate, dataset,
-//! parts), sorted by MRR, followed by resources, provenance and the metric definitions. Templates
-//! live in `templates/` and are compiled into the binary. Only this module knows about HTML; it
-//! escapes every string (HTML auto-escaping), since run names, label sets and captions come from
-//! users' files.
+//! Tables follow the article's shape (run, MAP, MRR, NDCG, Precision, Recall, HitRate), sorted by
+//! MRR, per dataset and per experiment family ([`family`]), with bootstrap intervals, paired
+//! randomisation tests ([`compare`]), article-compatible numbers, references, resources,
+//! provenance and the metric definitions. [`view`] computes what the templates show; templates live
+//! in `templates/` and are compiled into the binary. Only this module knows about HTML; it escapes
+//! every string (HTML auto-escaping), since run names, label sets and captions come from users'
+//! files, and the HTML's content security policy forbids anything but inline styles and images.
 
+pub mod charts;
+pub mod compare;
+pub mod family;
 pub mod results;
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,7 +26,9 @@ use crate::dataset::Dataset;
 use crate::error::Error;
 use crate::metrics::{Evaluation, Metric};
 use crate::retrieval::Neighbours;
-use results::Results;
+use compare::{QueryScores, TestSettings};
+use results::{PairTest, Results, Significance};
+use view::{Input, View};
 
 const MARKDOWN: &str = include_str!("../../../templates/report.md.j2");
 const HTML: &str = include_str!("../../../templates/report.html.j2");
@@ -27,29 +36,163 @@ const HTML: &str = include_str!("../../../templates/report.html.j2");
 /// The files a report wrote.
 #[derive(Clone, Debug)]
 pub struct Written {
+    /// `results.json` of an experiment, `comparison.json` of a merged report.
     pub results: PathBuf,
     pub markdown: PathBuf,
     pub html: PathBuf,
 }
 
-/// Writes results.json, report.md and report.html into `dir` (created if needed).
+/// Writes results.json, report.md, report.html and the charts into `dir` (created if needed).
 pub fn write(dir: &Path, results: &Results) -> Result<Written, Error> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join("results.json");
+    let json = serde_json::to_vec_pretty(results).expect("results serialise");
+    write_atomic(&path, &json)?;
+    let inputs = [Input {
+        results,
+        link: String::new(),
+    }];
+    let tests = results
+        .significance
+        .as_ref()
+        .map_or(&[][..], |s| s.pairs.as_slice());
+    let view = View::new(results.experiment.clone(), &inputs, tests);
+    render_all(dir, &view, path)
+}
+
+/// Merges the experiments whose reports are in `dirs` into one report in `out`: runs on the same
+/// dataset share tables and charts, and are tested against each other (from their per-query files,
+/// so across experiments too).
+pub fn write_merged(out: &Path, dirs: &[PathBuf]) -> Result<Written, Error> {
+    let loaded = dirs
+        .iter()
+        .map(|dir| read_results(dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inputs: Vec<Input> = loaded
+        .iter()
+        .zip(dirs)
+        .map(|(results, dir)| Input {
+            results,
+            link: relative_link(out, dir),
+        })
+        .collect();
+    let comparison = merged_tests(&loaded, dirs)?;
+    let tests: Vec<PairTest> = comparison
+        .significance
+        .iter()
+        .flat_map(|s| s.pairs.iter().cloned())
+        .collect();
+    let title = loaded
+        .iter()
+        .map(|r| r.experiment.as_str())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let view = View::new(title, &inputs, &tests);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let path = out.join("comparison.json");
+    write_atomic(
+        &path,
+        &serde_json::to_vec_pretty(&comparison).expect("serialises"),
+    )?;
+    render_all(out, &view, path)
+}
+
+/// What a merged report adds to its experiments' results.json: the pair tests across them.
+#[derive(Serialize)]
+struct Comparison {
+    experiments: Vec<String>,
+    /// One set of tests per dataset.
+    significance: Vec<Significance>,
+}
+
+fn read_results(dir: &Path) -> Result<Results, Error> {
+    let path = dir.join("results.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Report {
+        path: path.clone(),
+        message: format!("not an embedlab results.json: {e}"),
+    })
+}
+
+/// Pair tests of every two runs on the same dataset, from the per-query files the runs wrote;
+/// runs without one are left out of the tests (and say so in the report by their empty cells).
+fn merged_tests(loaded: &[Results], dirs: &[PathBuf]) -> Result<Comparison, Error> {
+    let mut groups: BTreeMap<String, Vec<(String, QueryScores)>> = BTreeMap::new();
+    let first = &loaded[0];
+    let keys = first.significance.as_ref().map_or_else(
+        || vec![Metric::Mrr.key(first.provenance.k)],
+        |s| s.metrics.clone(),
+    );
+    for (results, dir) in loaded.iter().zip(dirs) {
+        for run in &results.runs {
+            let Some(file) = &run.per_query else { continue };
+            let scores = QueryScores::read(&dir.join(file), &keys)?;
+            groups
+                .entry(results.provenance.dataset.fingerprint.to_string())
+                .or_default()
+                .push((view::run_label(run, results, true), scores));
+        }
+    }
+    let settings = first.provenance.statistics.as_ref().map_or(
+        TestSettings {
+            permutations: 1000,
+            seed: first.provenance.seed,
+            alpha: 0.05,
+        },
+        |s| TestSettings {
+            permutations: s.permutations,
+            seed: s.seed,
+            alpha: first.significance.as_ref().map_or(0.05, |sig| sig.alpha),
+        },
+    );
+    let significance = groups
+        .values()
+        .filter_map(|runs| {
+            let named: Vec<(&str, &QueryScores)> =
+                runs.iter().map(|(n, s)| (n.as_str(), s)).collect();
+            compare::pairwise(&named, &keys, settings)
+        })
+        .collect();
+    Ok(Comparison {
+        experiments: loaded.iter().map(|r| r.experiment.clone()).collect(),
+        significance,
+    })
+}
+
+/// `dir` as a link from a report in `out` (relative when both are relative or share a root).
+fn relative_link(out: &Path, dir: &Path) -> String {
+    let (Ok(out), Ok(dir)) = (std::path::absolute(out), std::path::absolute(dir)) else {
+        return dir.display().to_string();
+    };
+    let common = out
+        .components()
+        .zip(dir.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let ups = out.components().count() - common;
+    let mut link = PathBuf::new();
+    (0..ups).for_each(|_| link.push(".."));
+    dir.components().skip(common).for_each(|c| link.push(c));
+    link.display().to_string()
+}
+
+/// Writes the charts and both report files for `view` into `dir`.
+fn render_all(dir: &Path, view: &View, results: PathBuf) -> Result<Written, Error> {
+    for chart in view.charts() {
+        write_file(&dir.join(&chart.file), chart.svg.as_bytes())?;
+    }
     let written = Written {
-        results: dir.join("results.json"),
+        results,
         markdown: dir.join("report.md"),
         html: dir.join("report.html"),
     };
-    let json = serde_json::to_vec_pretty(results).expect("results serialise");
-    write_atomic(&written.results, &json)?;
-    let view = ReportView::new(results);
     write_atomic(
         &written.markdown,
-        render("report.md", MARKDOWN, &view, &written.markdown)?.as_bytes(),
+        render("report.md", MARKDOWN, view, &written.markdown)?.as_bytes(),
     )?;
     write_atomic(
         &written.html,
-        render("report.html", HTML, &view, &written.html)?.as_bytes(),
+        render("report.html", HTML, view, &written.html)?.as_bytes(),
     )?;
     Ok(written)
 }
@@ -132,7 +275,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     result.map_err(|e| Error::io(path, e))
 }
 
-fn render(name: &str, source: &str, view: &ReportView, path: &Path) -> Result<String, Error> {
+fn render(name: &str, source: &str, view: &View, path: &Path) -> Result<String, Error> {
     let mut env = Environment::new();
     env.add_template(name, source)
         .map_err(|e| template_error(path, e))?;
@@ -148,146 +291,5 @@ fn template_error(path: &Path, e: minijinja::Error) -> Error {
     Error::Report {
         path: path.to_path_buf(),
         message: format!("template: {e:#}"),
-    }
-}
-
-/// What the templates iterate over: runs sorted by MRR, values preformatted.
-#[derive(Serialize)]
-struct ReportView<'a> {
-    r: &'a Results,
-    k: usize,
-    columns: Vec<Column>,
-    rows: Vec<Row>,
-    /// One table per cutoff with all eight metrics.
-    cutoff_tables: Vec<CutoffTable>,
-}
-
-#[derive(Serialize)]
-struct CutoffTable {
-    cutoff: usize,
-    columns: Vec<&'static str>,
-    rows: Vec<(String, Vec<String>)>,
-}
-
-#[derive(Serialize)]
-struct Column {
-    key: String,
-    title: String,
-}
-
-#[derive(Serialize)]
-struct Row {
-    name: String,
-    best: bool,
-    main: Vec<String>,
-    dataset: String,
-    parts: String,
-    n_samples: usize,
-    embed_s: String,
-    knn_s: String,
-    items_per_s: String,
-    peak_rss_mb: String,
-    cache: String,
-}
-
-/// The article's table: its MAP and NDCG are the `_list` variants; its "Recall" is the hit rate.
-const MAIN: [(Metric, &str); 6] = [
-    (Metric::MapList, "MAP"),
-    (Metric::Mrr, "MRR"),
-    (Metric::NdcgList, "NDCG"),
-    (Metric::Precision, "Precision"),
-    (Metric::Recall, "Recall"),
-    (Metric::HitRate, "HitRate"),
-];
-
-impl<'a> ReportView<'a> {
-    fn new(results: &'a Results) -> ReportView<'a> {
-        let k = results.provenance.k;
-        let columns = MAIN
-            .iter()
-            .map(|(m, title)| Column {
-                key: m.key(k),
-                title: format!("{title}@{k}"),
-            })
-            .collect();
-        let mut runs: Vec<_> = results.runs.iter().collect();
-        let mrr =
-            |r: &&results::RunResult| r.metrics.get(&Metric::Mrr.key(k)).copied().unwrap_or(0.0);
-        runs.sort_by(|a, b| mrr(b).total_cmp(&mrr(a)).then_with(|| a.name.cmp(&b.name)));
-        let rows = runs
-            .iter()
-            .enumerate()
-            .map(|(i, run)| {
-                let fmt = |key: &String| {
-                    run.metrics
-                        .get(key)
-                        .map_or("–".into(), |v| format!("{v:.4}"))
-                };
-                let parts: Vec<String> = run
-                    .encoders
-                    .iter()
-                    .map(|e| {
-                        if e.weight == 1.0 {
-                            e.model.clone()
-                        } else {
-                            format!("{}×{}", e.weight, e.model)
-                        }
-                    })
-                    .collect();
-                let raw = if run.fusion.normalize_parts {
-                    ""
-                } else {
-                    " (raw)"
-                };
-                Row {
-                    name: run.name.clone(),
-                    best: i == 0,
-                    main: MAIN.iter().map(|(m, _)| fmt(&m.key(k))).collect(),
-                    dataset: run.dataset.clone(),
-                    parts: format!("{}{raw}", parts.join(" ++ ")),
-                    n_samples: run.n_samples,
-                    embed_s: format!("{:.3}", run.timing.embed_s),
-                    knn_s: format!("{:.3}", run.timing.knn_s),
-                    items_per_s: format!("{:.0}", run.timing.items_per_s),
-                    peak_rss_mb: format!("{:.0}", run.timing.peak_rss_mb),
-                    cache: format!("{}/{}", run.cache.hits, run.cache.misses),
-                }
-            })
-            .collect();
-        let cutoff_tables = results
-            .provenance
-            .cutoffs
-            .iter()
-            .map(|&c| cutoff_table(&runs, c))
-            .collect();
-        ReportView {
-            r: results,
-            k,
-            columns,
-            rows,
-            cutoff_tables,
-        }
-    }
-}
-
-fn cutoff_table(runs: &[&results::RunResult], cutoff: usize) -> CutoffTable {
-    let rows = runs
-        .iter()
-        .map(|run| {
-            let values = Metric::ALL
-                .iter()
-                .map(|m| {
-                    run.metrics
-                        .get(&m.key(cutoff))
-                        .map_or("–".into(), |v| format!("{v:.4}"))
-                })
-                .collect();
-            (run.name.clone(), values)
-        })
-        .collect();
-    CutoffTable {
-        cutoff,
-        columns: Metric::ALL.iter().map(|m| m.name()).collect(),
-        rows,
     }
 }

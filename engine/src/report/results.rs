@@ -16,6 +16,12 @@ pub struct Results {
     /// Runs that could not finish, with the reason; the others still report.
     pub failed: Vec<FailedRun>,
     pub provenance: Provenance,
+    /// Paired randomisation tests between the runs (absent when fewer than two runs finished).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub significance: Option<Significance>,
+    /// The manifest's `[[reference]]` numbers beside ours.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<ReferenceCheck>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -37,6 +43,116 @@ pub struct RunResult {
     /// (`n_samples` counts the samples that were evaluated).
     #[serde(default)]
     pub skipped_images: Vec<SkippedImage>,
+    /// The study's experiment family the run belongs to (from its parts, or the manifest's
+    /// `family`).
+    #[serde(default)]
+    pub family: String,
+    /// Bootstrap confidence interval `[low, high]` of every metric in `metrics`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub intervals: BTreeMap<String, [f64; 2]>,
+    /// `mrr`, `map_list`, `ndcg_list`, `precision` and `hit_rate` at each cutoff as the study's
+    /// scorer computed them (`[metrics] article_compatible = true`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub article_compatible: BTreeMap<String, f64>,
+    /// MRR at k of the dataset's most frequent label sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_sets: Vec<LabelSetScore>,
+    /// What each stage cost when it was computed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageResources>,
+}
+
+/// One label set's mean MRR at k over its queries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabelSetScore {
+    pub labels: String,
+    pub queries: usize,
+    pub mrr: f64,
+}
+
+/// One stage of a run: how long it took and how much memory it needed when it was computed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageResources {
+    /// `encode NAME (...)`, `fuse`, `knn` or `metrics`.
+    pub stage: String,
+    pub items: usize,
+    pub seconds: f64,
+    pub items_per_s: f64,
+    /// Peak resident memory of the process during the stage, MiB (0: not measured).
+    pub peak_rss_mb: f64,
+    /// The encoder's parameter count, for encode stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<u64>,
+    /// Where the encoder ran (`cpu`, `cuda:0`), for encode stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Reused from the cache (or an earlier run) rather than computed by this invocation; the
+    /// figures are those of the computation that produced it.
+    pub cached: bool,
+}
+
+impl StageResources {
+    /// A stage with its time and throughput; memory, parameters and device not known.
+    pub fn timed(stage: &str, items: usize, seconds: f64, cached: bool) -> StageResources {
+        StageResources {
+            stage: stage.to_string(),
+            items,
+            seconds,
+            items_per_s: if seconds > 0.0 {
+                items as f64 / seconds
+            } else {
+                0.0
+            },
+            peak_rss_mb: 0.0,
+            parameters: None,
+            device: None,
+            cached,
+        }
+    }
+}
+
+/// Paired randomisation tests of every pair of runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Significance {
+    /// The metrics tested, e.g. `mrr@10`.
+    pub metrics: Vec<String>,
+    pub permutations: usize,
+    pub seed: u64,
+    /// Differences with p below this are called significant.
+    pub alpha: f64,
+    pub pairs: Vec<PairTest>,
+}
+
+/// One paired test: is `a` different from `b` on `metric`?
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PairTest {
+    pub a: String,
+    pub b: String,
+    pub metric: String,
+    /// Mean over the shared queries of a − b.
+    pub difference: f64,
+    pub p_value: f64,
+    /// Queries both runs evaluated (runs that left out unreadable images share fewer).
+    pub queries: usize,
+    /// Every sign pattern was enumerated (few queries): the p-value is exact.
+    pub exact: bool,
+}
+
+/// A `[[reference]]` number and ours.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReferenceCheck {
+    pub run: String,
+    pub metric: String,
+    /// `article` (the study's scorer) or `exact`.
+    pub scoring: String,
+    pub reference: f64,
+    /// Our value; `None` when the run failed.
+    pub ours: Option<f64>,
+    pub difference: Option<f64>,
+    pub tolerance: f64,
+    pub source: String,
+    /// Whether |difference| ≤ tolerance.
+    pub within: bool,
 }
 
 /// A sample an image part could not use, and why.
@@ -61,6 +177,14 @@ pub struct EncoderInfo {
     /// The caption source (`concat`, `random (seed 7)`, `generated by NAME`) of a caption part.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub captions: Option<String>,
+    /// What an encoder part embeds: `captions` or `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The inputs its model takes (`text`, `image`; both for a jointly trained model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modalities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<u64>,
     pub dim: usize,
     pub weight: f64,
 }
@@ -112,6 +236,19 @@ pub struct Provenance {
     /// The models that generated captions for runs of this experiment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub captioners: Vec<CaptionerInfo>,
+    /// How the confidence intervals and tests were computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<StatisticsInfo>,
+}
+
+/// The settings of the bootstrap intervals and the randomisation tests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatisticsInfo {
+    /// Resamples of the queries per interval (0: no intervals).
+    pub bootstrap: usize,
+    pub confidence: f64,
+    pub permutations: usize,
+    pub seed: u64,
 }
 
 /// A `[captioners.NAME]` model and the captions file it wrote.

@@ -69,6 +69,7 @@ impl Model for SentenceTransformer {
             dim: self.dim(),
             parameters: self.parameters(),
             weights_digest: self.weights_digest().to_owned(),
+            device: "cpu".to_string(),
         }
     }
 

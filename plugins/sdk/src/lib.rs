@@ -37,7 +37,7 @@
 //!
 //! impl Encoder for LengthEncoder {
 //!     fn describe(&self) -> Description {
-//!         Description { modalities: vec![Modality::Text], dim: 2, parameters: 0, weights_digest: String::new() }
+//!         Description { modalities: vec![Modality::Text], dim: 2, parameters: 0, weights_digest: String::new(), device: "cpu".into() }
 //!     }
 //!
 //!     fn encode_texts(&mut self, texts: &[&str], out: &mut [f32]) -> Result<(), PluginError> {
@@ -149,7 +149,7 @@
 //!   non-NULL encoder pointer in `*encoder`.
 //! - **`describe`** writes a JSON object (see [`Description`]):
 //!   `{"modalities": ["text", "image"], "dim": 384, "parameters": 22713216,
-//!   "weights_digest": "sha256:..."}`. `dim` is at least 1 and fixed for the encoder's life; the
+//!   "weights_digest": "sha256:...", "device": "cpu"}`. `dim` is at least 1 and fixed for the encoder's life; the
 //!   host reads the description once, right after `create`.
 //! - **`encode_texts` / `encode_images`** receive `n` inputs and a host-allocated `out` buffer of
 //!   `out_len == n * dim` floats; the plugin writes row `i` (dim floats) for input `i`, stores
@@ -476,6 +476,8 @@ pub struct Description {
     pub parameters: u64,
     /// `sha256:<hex>` of the weights, or empty.
     pub weights_digest: String,
+    /// Where it computes, e.g. `cpu` or `cuda:0` (reports show it beside the timings).
+    pub device: String,
 }
 
 impl Description {
@@ -492,12 +494,14 @@ impl Description {
             "dim": self.dim,
             "parameters": self.parameters,
             "weights_digest": self.weights_digest,
+            "device": self.device,
         })
         .to_string()
     }
 
     /// Parses what [`Description::to_json`] writes. `modalities` and `dim` are required;
-    /// `parameters` defaults to 0 and `weights_digest` to empty; modality names this version does
+    /// `parameters` defaults to 0, `weights_digest` to empty and `device` to `cpu` (ABI 1.0 and
+    /// 1.1 plugins may not say); modality names this version does
     /// not know are skipped (a newer plugin may offer more).
     pub fn from_json(text: &str) -> Result<Description, String> {
         let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -529,11 +533,16 @@ impl Description {
                 .ok_or("`weights_digest` is not a string")?
                 .to_string(),
         };
+        let device = match object.get("device") {
+            None | Some(Value::Null) => "cpu".to_string(),
+            Some(v) => v.as_str().ok_or("`device` is not a string")?.to_string(),
+        };
         Ok(Description {
             modalities,
             dim,
             parameters,
             weights_digest,
+            device,
         })
     }
 }
@@ -1235,6 +1244,7 @@ mod tests {
             dim: 512,
             parameters: 151_277_313,
             weights_digest: "sha256:ab".into(),
+            device: "cuda:0".into(),
         };
         assert_eq!(Description::from_json(&d.to_json()), Ok(d));
         let minimal =
@@ -1244,9 +1254,10 @@ mod tests {
             (
                 minimal.dim,
                 minimal.parameters,
-                minimal.weights_digest.as_str()
+                minimal.weights_digest.as_str(),
+                minimal.device.as_str()
             ),
-            (3, 0, "")
+            (3, 0, "", "cpu")
         );
         let err = Description::from_json(r#"{"modalities": ["text"]}"#).unwrap_err();
         assert!(err.contains("`dim`"), "{err}");
@@ -1346,6 +1357,7 @@ mod tests {
                 dim: 2,
                 parameters: 7,
                 weights_digest: String::new(),
+                device: "cpu".into(),
             }
         }
         fn encode_texts(&mut self, texts: &[&str], out: &mut [f32]) -> Result<(), PluginError> {

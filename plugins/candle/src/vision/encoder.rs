@@ -94,6 +94,7 @@ impl<M: VisionModel> Model for ImageEncoder<M> {
             dim: self.dim,
             parameters: self.parameters,
             weights_digest: self.weights_digest.clone(),
+            device: "cpu".to_string(),
         }
     }
 
