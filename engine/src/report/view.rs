@@ -307,7 +307,7 @@ fn dataset_view(entries: &[Entry<'_>], tests: &[PairTest]) -> DatasetView {
                 if t.p_value >= alpha {
                     "n.s.".into()
                 } else {
-                    format!("p={}", p_text(t.p_value))
+                    format!("p{}", p_relation(t.p_value))
                 }
             }),
             not_significant: test.is_some_and(|t| t.p_value >= alpha),
@@ -366,6 +366,15 @@ fn find_test<'t>(tests: &'t [PairTest], a: &str, b: &str, metric: &str) -> Optio
 
 fn value(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.4}"))
+}
+
+/// `=0.034` or `<0.001`, to follow "p".
+fn p_relation(p: f64) -> String {
+    if p < 0.001 {
+        "<0.001".into()
+    } else {
+        format!("={p:.3}")
+    }
 }
 
 fn p_text(p: f64) -> String {
@@ -767,5 +776,7 @@ mod tests {
     fn p_values_are_short() {
         assert_eq!(p_text(0.0004), "<0.001");
         assert_eq!(p_text(0.04567), "0.046");
+        assert_eq!(p_relation(0.0004), "<0.001");
+        assert_eq!(p_relation(0.04567), "=0.046");
     }
 }
