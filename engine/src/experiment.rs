@@ -207,7 +207,7 @@ fn finish_run(
     dir: &Path,
 ) -> Result<(RunResult, QueryScores), Error> {
     let dataset = &output.dataset;
-    let per_query = if manifest.per_query {
+    let per_query = if manifest.metrics.per_query {
         let relative =
             PathBuf::from("per_query").join(format!("{}.jsonl", report::file_stem(&run.name)));
         report::write_per_query(
@@ -285,10 +285,14 @@ fn intervals(manifest: &Manifest, evaluation: &Evaluation) -> BTreeMap<String, [
     }
     let mut keys = Vec::new();
     let mut series = Vec::new();
-    for (c, &cutoff) in evaluation.cutoffs.iter().enumerate() {
-        for (m, metric) in Metric::ALL.iter().enumerate() {
+    for &cutoff in &evaluation.cutoffs {
+        for metric in Metric::ALL {
             keys.push(metric.key(cutoff));
-            series.push(evaluation.per_query.iter().map(|q| q[c][m]).collect());
+            series.push(
+                evaluation
+                    .series(metric, cutoff)
+                    .expect("an evaluated cutoff"),
+            );
         }
     }
     let found = bootstrap_intervals(

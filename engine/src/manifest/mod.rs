@@ -53,9 +53,8 @@ pub struct Manifest {
     pub retrieval: schema::Retrieval,
     /// Sorted, de-duplicated metric cutoffs, each in `1..=retrieval.k`.
     pub cutoffs: Vec<usize>,
-    pub per_query: bool,
-    /// `[metrics]`: article-compatible scoring, intervals and tests (`significance` filled in
-    /// with its default).
+    /// `[metrics]`: per-query output, article-compatible scoring, intervals and tests
+    /// (`significance` filled in with its default; use `cutoffs` above, not `metrics.cutoffs`).
     pub metrics: schema::Metrics,
     pub references: Vec<schema::Reference>,
     pub encoders: std::collections::BTreeMap<String, schema::Encoder>,
@@ -117,7 +116,6 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestErro
         path: path.to_path_buf(),
         digest,
         cutoffs: Vec::new(),
-        per_query: layered.metrics.per_query,
         metrics: layered.metrics.clone(),
         references: layered.references,
         experiment: layered.experiment,

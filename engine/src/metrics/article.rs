@@ -15,6 +15,8 @@
 
 use std::collections::BTreeMap;
 
+use super::{Metric, score_query};
+
 /// Ranges this short are left to the final insertion sort.
 const THRESHOLD: usize = 16;
 
@@ -242,10 +244,19 @@ pub fn parse_hits(text: &str) -> Result<HitMatrix, HitsError> {
 /// `mrr`, `map_list`, `ndcg_list`, `precision` and `hit_rate` at k on the matrix's own order,
 /// mean over queries, keyed like results.json (`mrr@10`).
 pub fn flag_metrics(hits: &HitMatrix) -> BTreeMap<String, f64> {
-    means(
-        hits.k,
-        (0..hits.n_queries()).map(|q| flag_scores(hits.row(q))),
-    )
+    let n = hits.n_queries();
+    let mut sums = [0.0; 8];
+    for q in 0..n {
+        // The flag-only metrics never read R (the relevant count), so any R ≥ 1 gives them.
+        let scores = score_query(hits.row(q), 1);
+        sums.iter_mut().zip(scores).for_each(|(sum, s)| *sum += s);
+    }
+    Metric::ALL
+        .iter()
+        .zip(sums)
+        .filter(|(metric, _)| metric.from_flags_alone())
+        .map(|(metric, sum)| (metric.key(hits.k), sum / n.max(1) as f64))
+        .collect()
 }
 
 /// The same metrics as the study's scorer computed them, on [`scrambled_flags`].
@@ -255,49 +266,6 @@ pub fn article_metrics(hits: &HitMatrix) -> BTreeMap<String, f64> {
         k: hits.k,
     };
     flag_metrics(&scrambled)
-}
-
-const NAMES: [&str; 5] = ["mrr", "map_list", "ndcg_list", "precision", "hit_rate"];
-
-/// One query's five flag-only scores, in [`NAMES`] order.
-fn flag_scores(row: &[bool]) -> [f64; 5] {
-    let hits = row.iter().filter(|&&f| f).count();
-    if hits == 0 {
-        return [0.0; 5];
-    }
-    let discount = |rank: usize| 1.0 / (rank as f64 + 1.0).log2();
-    let mut first = 0;
-    let mut precision_sum = 0.0;
-    let mut dcg = 0.0;
-    for (seen, rank) in (1..).zip((1..=row.len()).filter(|&r| row[r - 1])) {
-        if first == 0 {
-            first = rank;
-        }
-        precision_sum += seen as f64 / rank as f64;
-        dcg += discount(rank);
-    }
-    let ideal: f64 = (1..=hits).map(discount).sum();
-    [
-        1.0 / first as f64,
-        precision_sum / hits as f64,
-        dcg / ideal,
-        hits as f64 / row.len() as f64,
-        1.0,
-    ]
-}
-
-fn means(k: usize, scores: impl Iterator<Item = [f64; 5]>) -> BTreeMap<String, f64> {
-    let mut sums = [0.0; 5];
-    let mut n = 0usize;
-    for s in scores {
-        sums.iter_mut().zip(s).for_each(|(sum, x)| *sum += x);
-        n += 1;
-    }
-    NAMES
-        .iter()
-        .zip(sums)
-        .map(|(name, sum)| (format!("{name}@{k}"), sum / n.max(1) as f64))
-        .collect()
 }
 
 #[cfg(test)]

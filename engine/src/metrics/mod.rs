@@ -135,6 +135,13 @@ impl Evaluation {
     pub fn mean(&self, metric: Metric, cutoff: usize) -> Option<f64> {
         self.means.get(&metric.key(cutoff)).copied()
     }
+
+    /// One metric's per-query values at `cutoff`, in query order (`None`: not evaluated there).
+    pub fn series(&self, metric: Metric, cutoff: usize) -> Option<Vec<f64>> {
+        let c = self.cutoffs.iter().position(|&x| x == cutoff)?;
+        let m = Metric::ALL.iter().position(|&x| x == metric)?;
+        Some(self.per_query.iter().map(|q| q[c][m]).collect())
+    }
 }
 
 /// Hit flags of every query, row-major like `neighbours.indices`.

@@ -26,22 +26,13 @@ pub struct QueryScores {
 impl QueryScores {
     /// The values of `keys` from an evaluation of `dataset`'s samples.
     pub fn of(dataset: &Dataset, evaluation: &Evaluation, keys: &[String]) -> QueryScores {
-        let mut values = BTreeMap::new();
-        for key in keys {
-            let Some((metric, cutoff)) = Metric::parse_key(key) else {
-                continue;
-            };
-            let (Some(c), Some(m)) = (
-                evaluation.cutoffs.iter().position(|&x| x == cutoff),
-                Metric::ALL.iter().position(|&x| x == metric),
-            ) else {
-                continue;
-            };
-            values.insert(
-                key.clone(),
-                evaluation.per_query.iter().map(|q| q[c][m]).collect(),
-            );
-        }
+        let values = keys
+            .iter()
+            .filter_map(|key| {
+                let (metric, cutoff) = Metric::parse_key(key)?;
+                Some((key.clone(), evaluation.series(metric, cutoff)?))
+            })
+            .collect();
         QueryScores {
             ids: dataset.samples.iter().map(|s| s.id.to_string()).collect(),
             values,
