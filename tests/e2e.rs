@@ -154,62 +154,25 @@ fn fused(parts: &[(&[f32], f64)]) -> Vec<f64> {
     normalized(&out)
 }
 
-/// Metric means at cutoff `k`, straight from the definitions.
+/// Metric means at cutoff `k` of an exact search by f64 cosine, ties to the smaller row.
 fn reference_metrics(vectors: &[Vec<f64>], labels: &[usize], k: usize) -> HashMap<String, f64> {
     let n = vectors.len();
-    let mut sums: HashMap<&str, f64> = HashMap::new();
-    for q in 0..n {
-        let mut others: Vec<(f64, usize)> = (0..n)
-            .filter(|&j| j != q)
-            .map(|j| {
-                (
-                    vectors[q].iter().zip(&vectors[j]).map(|(a, b)| a * b).sum(),
-                    j,
-                )
-            })
-            .collect();
-        others.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
-        let rel: Vec<f64> = others[..k]
-            .iter()
-            .map(|&(_, j)| (labels[j] == labels[q]) as u8 as f64)
-            .collect();
-        let r = labels
-            .iter()
-            .enumerate()
-            .filter(|&(j, &l)| j != q && l == labels[q])
-            .count() as f64;
-        let h: f64 = rel.iter().sum();
-        let gain = |i: usize| 1.0 / ((i + 2) as f64).log2();
-        let dcg: f64 = rel.iter().enumerate().map(|(i, r)| r * gain(i)).sum();
-        let ideal = (k as f64).min(r) as usize;
-        let idcg: f64 = (0..ideal).map(gain).sum();
-        let list_idcg: f64 = (0..h as usize).map(gain).sum();
-        let mut ap = 0.0;
-        let mut seen = 0.0;
-        for (i, r) in rel.iter().enumerate() {
-            if *r > 0.0 {
-                seen += 1.0;
-                ap += seen / (i + 1) as f64;
-            }
-        }
-        let first = rel.iter().position(|&r| r > 0.0);
-        let values = [
-            ("hit_rate", (h > 0.0) as u8 as f64),
-            ("precision", h / k as f64),
-            ("recall", h / r),
-            ("mrr", first.map_or(0.0, |i| 1.0 / (i + 1) as f64)),
-            ("map", ap / ideal as f64),
-            ("map_list", if h > 0.0 { ap / h } else { 0.0 }),
-            ("ndcg", dcg / idcg),
-            ("ndcg_list", if h > 0.0 { dcg / list_idcg } else { 0.0 }),
-        ];
-        for (name, v) in values {
-            *sums.entry(name).or_default() += v;
-        }
-    }
-    sums.into_iter()
-        .map(|(name, s)| (format!("{name}@{k}"), s / n as f64))
-        .collect()
+    let neighbours: Vec<Vec<usize>> = (0..n)
+        .map(|q| {
+            let mut others: Vec<(f64, usize)> = (0..n)
+                .filter(|&j| j != q)
+                .map(|j| {
+                    (
+                        vectors[q].iter().zip(&vectors[j]).map(|(a, b)| a * b).sum(),
+                        j,
+                    )
+                })
+                .collect();
+            others.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
+            others[..k].iter().map(|&(_, j)| j).collect()
+        })
+        .collect();
+    common::definition_metrics(&neighbours, labels, k)
 }
 
 fn run_named<'a>(results: &'a Value, name: &str) -> &'a Value {

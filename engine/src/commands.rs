@@ -55,7 +55,10 @@ pub fn embed(
     let mut encoder = setup.create()?;
     let (ids, vectors) = match input {
         EmbedInput::Texts(path) => embed_texts(&mut encoder, &read_lines(path)?, progress)?,
-        EmbedInput::Images(dir) => embed_images(&mut encoder, dir, progress)?,
+        EmbedInput::Images(dir) => {
+            let files = image_files(dir)?;
+            embed_images(&mut encoder, dir, &files, progress)?
+        }
     };
     npy::write_f32(out, &vectors)?;
     let ids_path = embedlab::embed::precomputed::ids_path_for(out);
@@ -72,7 +75,7 @@ pub fn embed(
 }
 
 /// Each text's vector; ids are line numbers from 1.
-fn embed_texts(
+pub fn embed_texts(
     encoder: &mut EncoderHandle,
     texts: &[String],
     progress: &Progress,
@@ -91,19 +94,14 @@ fn embed_texts(
     Ok((ids, Vectors { n, dim, data }))
 }
 
-/// The vector of every JPEG/PNG under `dir` (recursively, sorted by path); ids are the paths
-/// relative to `dir`. An image that cannot be read is named in a warning and left out.
-fn embed_images(
+/// The vector of each image of `files` (decoded one batch ahead); ids are the paths relative to
+/// `dir`. An image that cannot be read is named in a warning and left out.
+pub fn embed_images(
     encoder: &mut EncoderHandle,
     dir: &Path,
+    files: &[PathBuf],
     progress: &Progress,
 ) -> anyhow::Result<(Vec<String>, Vectors)> {
-    let files = image_files(dir)?;
-    anyhow::ensure!(
-        !files.is_empty(),
-        "{}: no .jpg, .jpeg or .png files",
-        dir.display()
-    );
     let dim = encoder.describe().dim;
     let paths: Vec<Option<PathBuf>> = files.iter().cloned().map(Some).collect();
     let batches = paths
@@ -134,8 +132,8 @@ fn embed_images(
     Ok((ids, Vectors { n, dim, data }))
 }
 
-/// JPEG and PNG files under `dir`, recursively, in path order.
-fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// JPEG and PNG files under `dir`, recursively, in path order; an error when there are none.
+pub fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(folder) = pending.pop() {
@@ -153,6 +151,11 @@ fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     found.sort();
+    anyhow::ensure!(
+        !found.is_empty(),
+        "{}: no .jpg, .jpeg or .png files",
+        dir.display()
+    );
     Ok(found)
 }
 
@@ -175,7 +178,7 @@ fn relative_id(dir: &Path, file: &Path) -> String {
 
 /// One text per line (a final newline ends the last line); a line that is not UTF-8 is an error
 /// naming it.
-fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+pub fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     if lines.last().is_some_and(|l| l.is_empty()) {

@@ -303,7 +303,7 @@ fn dispatch(command: Command, sources: &Sources, progress: &Progress) -> anyhow:
                 ModelsCommand::Verify { id } => commands::models_verify(&store, &id),
             }
         }
-        Command::Bench { what } => bench::run(what, progress),
+        Command::Bench { what } => bench::run(what, sources, progress),
     }
 }
 

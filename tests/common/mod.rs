@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -64,4 +65,81 @@ pub fn fixture_models(dir: &Path, models: &[&str]) {
         )
         .unwrap();
     }
+}
+
+/// The eight metric means at cutoff `k` of the given neighbour lists (best first, query
+/// excluded), straight from DESIGN.md's definitions.
+pub fn definition_metrics(
+    neighbours: &[Vec<usize>],
+    labels: &[usize],
+    k: usize,
+) -> HashMap<String, f64> {
+    let n = neighbours.len();
+    let mut sums: HashMap<&str, f64> = HashMap::new();
+    for (q, list) in neighbours.iter().enumerate() {
+        let rel: Vec<f64> = list[..k]
+            .iter()
+            .map(|&j| (labels[j] == labels[q]) as u8 as f64)
+            .collect();
+        let r = labels
+            .iter()
+            .enumerate()
+            .filter(|&(j, &l)| j != q && l == labels[q])
+            .count() as f64;
+        let h: f64 = rel.iter().sum();
+        let gain = |i: usize| 1.0 / ((i + 2) as f64).log2();
+        let dcg: f64 = rel.iter().enumerate().map(|(i, r)| r * gain(i)).sum();
+        let ideal = (k as f64).min(r) as usize;
+        let idcg: f64 = (0..ideal).map(gain).sum();
+        let list_idcg: f64 = (0..h as usize).map(gain).sum();
+        let mut ap = 0.0;
+        let mut seen = 0.0;
+        for (i, r) in rel.iter().enumerate() {
+            if *r > 0.0 {
+                seen += 1.0;
+                ap += seen / (i + 1) as f64;
+            }
+        }
+        let first = rel.iter().position(|&r| r > 0.0);
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let values = [
+            ("hit_rate", (h > 0.0) as u8 as f64),
+            ("precision", h / k as f64),
+            ("recall", ratio(h, r)),
+            ("mrr", first.map_or(0.0, |i| 1.0 / (i + 1) as f64)),
+            ("map", ratio(ap, ideal as f64)),
+            ("map_list", ratio(ap, h)),
+            ("ndcg", ratio(dcg, idcg)),
+            ("ndcg_list", ratio(dcg, list_idcg)),
+        ];
+        for (name, v) in values {
+            *sums.entry(name).or_default() += v;
+        }
+    }
+    sums.into_iter()
+        .map(|(name, s)| (format!("{name}@{k}"), s / n as f64))
+        .collect()
+}
+
+/// The values of a 2-D little-endian `u32` `.npy` file (version 1.0, C order) and its shape.
+pub fn read_u32_npy(path: &Path) -> (Vec<u32>, usize, usize) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "{}", path.display());
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(header.contains("'descr': '<u4'"), "{header}");
+    let shape = header.split("'shape': (").nth(1).unwrap();
+    let dims: Vec<usize> = shape
+        .split(')')
+        .next()
+        .unwrap()
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect();
+    let values: Vec<u32> = bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(values.len(), dims[0] * dims[1]);
+    (values, dims[0], dims[1])
 }

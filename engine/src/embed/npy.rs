@@ -38,24 +38,33 @@ pub fn write_f32(path: &Path, vectors: &Vectors) -> Result<(), EmbedError> {
 /// The bytes of a `.npy` file holding `vectors`: what [`write_f32`] writes.
 pub fn encode_f32(vectors: &Vectors) -> Vec<u8> {
     debug_assert_eq!(vectors.data.len(), vectors.n * vectors.dim);
-    let dict = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-        vectors.n, vectors.dim
-    );
+    let data = vectors.data.iter().flat_map(|x| x.to_le_bytes());
+    encode_matrix("<f4", vectors.n, vectors.dim, data)
+}
+
+/// The bytes of a `.npy` file holding a row-major `rows × cols` matrix of `u32` (`<u4`), such as
+/// neighbour indices or label-set ids handed to another tool.
+pub fn encode_u32(rows: usize, cols: usize, data: &[u32]) -> Vec<u8> {
+    debug_assert_eq!(data.len(), rows * cols);
+    encode_matrix("<u4", rows, cols, data.iter().flat_map(|x| x.to_le_bytes()))
+}
+
+/// A version 1.0, C-order `.npy` file of `descr` elements whose little-endian bytes are `data`.
+fn encode_matrix(descr: &str, rows: usize, cols: usize, data: impl Iterator<Item = u8>) -> Vec<u8> {
+    let dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Preamble (magic, version, u16 length) + dict + padding + '\n' is a multiple of ALIGN.
     let preamble = MAGIC.len() + 2 + 2;
     let unpadded = preamble + dict.len() + 1;
     let header_len = dict.len() + 1 + (ALIGN - unpadded % ALIGN) % ALIGN;
-    let mut out = Vec::with_capacity(preamble + header_len + 4 * vectors.data.len());
+    let mut out = Vec::with_capacity(preamble + header_len + 4 * rows * cols);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header_len as u16).to_le_bytes());
     out.extend_from_slice(dict.as_bytes());
     out.resize(preamble + header_len - 1, b' ');
     out.push(b'\n');
-    for x in &vectors.data {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
+    out.extend(data);
     out
 }
 
@@ -534,6 +543,14 @@ mod tests {
         };
         assert_eq!(encode_f32(&v), want);
         assert_eq!(decode_f32(&want, &path()).unwrap(), v);
+    }
+
+    #[test]
+    fn writes_u32_matrices_as_numpy_does() {
+        let data = [0u32, 7, u32::MAX, 42, 1, 2];
+        let dict = "{'descr': '<u4', 'fortran_order': False, 'shape': (3, 2), }";
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(encode_u32(3, 2, &data), npy(1, dict, &bytes));
     }
 
     #[test]
