@@ -19,9 +19,9 @@
 //! # Ok::<(), embedlab_candle::Error>(())
 //! ```
 //!
-//! Models: BERT-family checkpoints (`model_type: "bert"`, e.g. all-MiniLM-L6-v2) through
-//! `candle_transformers::models::bert`, and MPNet (`model_type: "mpnet"`, e.g. all-mpnet-base-v2)
-//! through [`mpnet`], a port of transformers' `modeling_mpnet.py`. Pooling: cls, max, mean and
+//! Models: BERT-family checkpoints (`model_type: "bert"`, e.g. all-MiniLM-L6-v2) through [`bert`]
+//! and MPNet (`model_type: "mpnet"`, e.g. all-mpnet-base-v2) through [`mpnet`], ports of
+//! transformers' `modeling_bert.py` and `modeling_mpnet.py` sharing one layer ([`transformer`]). Pooling: cls, max, mean and
 //! mean-sqrt-len, concatenated as sentence-transformers does; an optional Normalize module.
 //!
 //! Jointly trained image-text models ([`ImageTextModel`], texts and images into one space):
@@ -35,6 +35,8 @@
 
 #![deny(unsafe_code)]
 
+pub mod activation;
+pub mod bert;
 pub mod blip;
 pub mod blip_caption;
 pub mod blip_text;
@@ -50,6 +52,7 @@ pub mod mpnet;
 pub mod openclip;
 mod plugin;
 mod sentence;
+pub mod transformer;
 pub mod vision;
 pub mod vit;
 

@@ -10,12 +10,14 @@
 //! - tensor names: `attention.attn.{q,k,v,o}` and `attention.LayerNorm`.
 //!
 //! Only the base model (`MPNetModel` without its pooler) is ported: sentence-transformers uses the
-//! last hidden state. Dropout is an identity at inference and is left out.
+//! last hidden state. Its layers are [`crate::transformer::Layer`], shared with BERT.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder, embedding, layer_norm};
+use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
 use candle_transformers::models::bert::HiddenAct;
 use serde::Deserialize;
+
+use crate::transformer::{AttentionNames, Dims, Layer, extended_attention_mask};
 
 // Reference: https://github.com/huggingface/transformers/blob/00099b9f15ad8bea330364709453fc49cbba90e5/src/transformers/models/mpnet/configuration_mpnet.py
 // Fields are the `config.json` keys the model reads; defaults are `MPNetConfig`'s.
@@ -106,26 +108,14 @@ pub const PADDING_IDX: u32 = 1;
 /// The `max_distance` the reference passes to `relative_position_bucket` (its default).
 pub const RELATIVE_ATTENTION_MAX_DISTANCE: usize = 128;
 
-/// `nn.Linear(in_dim, out_dim)` from `weight` (out_dim, in_dim) and `bias`.
-///
-/// The weight is kept as a transposed view of a contiguous (in_dim, out_dim) copy: candle's
-/// `Linear` multiplies by `weight.t()`, which is then row-major, and gemm runs the 3072 -> 768
-/// output projection ~1.5x faster that way (MPNet end to end: ~45 instead of ~40 sentences/s on
-/// 2 cores). Same products up to float rounding; the copy is made once at load.
-fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    let weight = vb.get((out_dim, in_dim), "weight")?;
-    let bias = vb.get(out_dim, "bias")?;
-    Ok(Linear::new(weight.t()?.contiguous()?.t()?, Some(bias)))
-}
-
-fn activation(act: HiddenAct, xs: &Tensor) -> Result<Tensor> {
-    match act {
-        // transformers' "gelu" is the exact (erf) form.
-        HiddenAct::Gelu => xs.gelu_erf(),
-        HiddenAct::GeluApproximate => xs.gelu(),
-        HiddenAct::Relu => xs.relu(),
-    }
-}
+/// `attention.attn.{q,k,v,o}` and `attention.LayerNorm`; the rest of a layer is named as in BERT.
+const ATTENTION_NAMES: AttentionNames = AttentionNames {
+    query: "attn.q",
+    key: "attn.k",
+    value: "attn.v",
+    output: "attn.o",
+    layer_norm: "LayerNorm",
+};
 
 // Reference: https://github.com/huggingface/transformers/blob/00099b9f15ad8bea330364709453fc49cbba90e5/src/transformers/models/mpnet/modeling_mpnet.py
 // (`class MPNetEmbeddings` and `create_position_ids_from_input_ids`)
@@ -168,172 +158,24 @@ pub fn create_position_ids_from_input_ids(input_ids: &Tensor, padding_idx: u32) 
 }
 
 // Reference: https://github.com/huggingface/transformers/blob/00099b9f15ad8bea330364709453fc49cbba90e5/src/transformers/models/mpnet/modeling_mpnet.py
-// (`class MPNetSelfAttention`)
-pub struct MPNetSelfAttention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    num_attention_heads: usize,
-    attention_head_size: usize,
-}
-
-impl MPNetSelfAttention {
-    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
-            candle_core::bail!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                cfg.hidden_size,
-                cfg.num_attention_heads
-            );
-        }
-        let attention_head_size = cfg.hidden_size / cfg.num_attention_heads;
-        let all_head_size = cfg.num_attention_heads * attention_head_size;
-        Ok(Self {
-            q: linear(cfg.hidden_size, all_head_size, vb.pp("q"))?,
-            k: linear(cfg.hidden_size, all_head_size, vb.pp("k"))?,
-            v: linear(cfg.hidden_size, all_head_size, vb.pp("v"))?,
-            o: linear(cfg.hidden_size, cfg.hidden_size, vb.pp("o"))?,
-            num_attention_heads: cfg.num_attention_heads,
-            attention_head_size,
-        })
-    }
-
-    /// (batch, seq, hidden) -> (batch, heads, seq, head_size), contiguous.
-    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
-        let (batch, seq, _) = xs.dims3()?;
-        xs.reshape((
-            batch,
-            seq,
-            self.num_attention_heads,
-            self.attention_head_size,
-        ))?
-        .transpose(1, 2)?
-        .contiguous()
-    }
-
-    /// `attention_bias`: the relative position bias plus the additive padding mask, broadcastable
-    /// to (batch, heads, seq, seq). The reference adds them to the scores one after the other;
-    /// adding their sum is the same in floating point wherever the mask is 0, and the masked
-    /// entries are driven to the dtype minimum either way.
-    pub fn forward(&self, hidden_states: &Tensor, attention_bias: &Tensor) -> Result<Tensor> {
-        let (batch, seq, _) = hidden_states.dims3()?;
-        let q = self.split_heads(&self.q.forward(hidden_states)?)?;
-        let k = self.split_heads(&self.k.forward(hidden_states)?)?;
-        let v = self.split_heads(&self.v.forward(hidden_states)?)?;
-
-        let scores = q.matmul(&k.t()?)?;
-        let scores = (scores / (self.attention_head_size as f64).sqrt())?;
-        let scores = scores.broadcast_add(attention_bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch, seq, ()))?;
-        self.o.forward(&context)
-    }
-}
-
-// Reference: https://github.com/huggingface/transformers/blob/00099b9f15ad8bea330364709453fc49cbba90e5/src/transformers/models/mpnet/modeling_mpnet.py
-// (`class MPNetAttention`: post-LN residual around the self-attention)
-pub struct MPNetAttention {
-    attn: MPNetSelfAttention,
-    layer_norm: LayerNorm,
-}
-
-impl MPNetAttention {
-    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        Ok(Self {
-            attn: MPNetSelfAttention::load(vb.pp("attn"), cfg)?,
-            layer_norm: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
-        })
-    }
-
-    pub fn forward(&self, hidden_states: &Tensor, attention_bias: &Tensor) -> Result<Tensor> {
-        let attended = self.attn.forward(hidden_states, attention_bias)?;
-        self.layer_norm.forward(&(attended + hidden_states)?)
-    }
-}
-
-// Reference: https://github.com/huggingface/transformers/blob/00099b9f15ad8bea330364709453fc49cbba90e5/src/transformers/models/mpnet/modeling_mpnet.py
-// (`class MPNetIntermediate`, a copy of `BertIntermediate`)
-pub struct MPNetIntermediate {
-    dense: Linear,
-    act: HiddenAct,
-}
-
-impl MPNetIntermediate {
-    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        Ok(Self {
-            dense: linear(cfg.hidden_size, cfg.intermediate_size, vb.pp("dense"))?,
-            act: cfg.hidden_act,
-        })
-    }
-
-    pub fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
-        activation(self.act, &self.dense.forward(hidden_states)?)
-    }
-}
-
-// Reference: https://github.com/huggingface/transformers/blob/00099b9f15ad8bea330364709453fc49cbba90e5/src/transformers/models/mpnet/modeling_mpnet.py
-// (`class MPNetOutput`, a copy of `BertOutput`)
-pub struct MPNetOutput {
-    dense: Linear,
-    layer_norm: LayerNorm,
-}
-
-impl MPNetOutput {
-    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        Ok(Self {
-            dense: linear(cfg.intermediate_size, cfg.hidden_size, vb.pp("dense"))?,
-            layer_norm: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
-        })
-    }
-
-    pub fn forward(&self, hidden_states: &Tensor, input_tensor: &Tensor) -> Result<Tensor> {
-        let projected = self.dense.forward(hidden_states)?;
-        self.layer_norm.forward(&(projected + input_tensor)?)
-    }
-}
-
-// Reference: https://github.com/huggingface/transformers/blob/00099b9f15ad8bea330364709453fc49cbba90e5/src/transformers/models/mpnet/modeling_mpnet.py
-// (`class MPNetLayer`)
-pub struct MPNetLayer {
-    attention: MPNetAttention,
-    intermediate: MPNetIntermediate,
-    output: MPNetOutput,
-}
-
-impl MPNetLayer {
-    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        Ok(Self {
-            attention: MPNetAttention::load(vb.pp("attention"), cfg)?,
-            intermediate: MPNetIntermediate::load(vb.pp("intermediate"), cfg)?,
-            output: MPNetOutput::load(vb.pp("output"), cfg)?,
-        })
-    }
-
-    pub fn forward(&self, hidden_states: &Tensor, attention_bias: &Tensor) -> Result<Tensor> {
-        let attention_output = self.attention.forward(hidden_states, attention_bias)?;
-        let intermediate_output = self.intermediate.forward(&attention_output)?;
-        self.output.forward(&intermediate_output, &attention_output)
-    }
-}
-
-// Reference: https://github.com/huggingface/transformers/blob/00099b9f15ad8bea330364709453fc49cbba90e5/src/transformers/models/mpnet/modeling_mpnet.py
 // (`class MPNetEncoder`, with `compute_position_bias` and `relative_position_bucket`)
 pub struct MPNetEncoder {
-    layers: Vec<MPNetLayer>,
+    layers: Vec<Layer>,
     relative_attention_bias: Embedding,
     num_buckets: usize,
 }
 
 impl MPNetEncoder {
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let dims = Dims {
+            hidden_size: cfg.hidden_size,
+            num_attention_heads: cfg.num_attention_heads,
+            intermediate_size: cfg.intermediate_size,
+            layer_norm_eps: cfg.layer_norm_eps,
+            hidden_act: cfg.hidden_act,
+        };
         let layers = (0..cfg.num_hidden_layers)
-            .map(|index| MPNetLayer::load(vb.pp(format!("layer.{index}")), cfg))
+            .map(|index| Layer::load(vb.pp(format!("layer.{index}")), &dims, &ATTENTION_NAMES))
             .collect::<Result<Vec<_>>>()?;
         let relative_attention_bias = embedding(
             cfg.relative_attention_num_buckets,
@@ -441,13 +283,6 @@ impl MPNetModel {
         let mask = extended_attention_mask(attention_mask, embeddings.dtype())?;
         self.encoder.forward(&embeddings, &mask)
     }
-}
-
-/// `get_extended_attention_mask`: (batch, seq) of 1/0 -> (batch, 1, 1, seq) of 0 / dtype minimum.
-fn extended_attention_mask(attention_mask: &Tensor, dtype: DType) -> Result<Tensor> {
-    let mask = attention_mask.to_dtype(dtype)?.unsqueeze(1)?.unsqueeze(1)?;
-    let inverted = (1.0 - mask)?;
-    inverted.affine(f64::from(f32::MIN), 0.0)
 }
 
 #[cfg(test)]

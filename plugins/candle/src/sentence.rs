@@ -18,12 +18,13 @@ use std::cmp::Reverse;
 use std::path::Path;
 
 use candle_core::{D, Device, IndexOp, Tensor};
-use candle_transformers::models::bert::{self, BertModel};
+use candle_transformers::models::bert;
 use serde::Deserialize;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use embedlab_plugin::{Description, Modality};
 
+use crate::bert::BertModel;
 use crate::error::Error;
 use crate::family::{self, Family, Model};
 #[cfg(test)]
@@ -107,9 +108,7 @@ impl Transformer {
         attention_mask: &Tensor,
     ) -> candle_core::Result<Tensor> {
         match self {
-            Transformer::Bert(model) => {
-                model.forward(input_ids, token_type_ids, Some(attention_mask))
-            }
+            Transformer::Bert(model) => model.forward(input_ids, token_type_ids, attention_mask),
             Transformer::MPNet(model) => model.forward(input_ids, attention_mask),
         }
     }
