@@ -2,6 +2,7 @@
 //! plain large SGEMM on the same machine (the hardware limit the search is built to approach).
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use anyhow::Context as _;
 use faer::{Accum, Mat, Par};
@@ -129,10 +130,13 @@ struct SgemmRates {
 
 fn sgemm_rates(size: usize) -> SgemmRates {
     let flops = 2.0 * (size as f64).powi(3);
-    let one = Timing::measure(3, || sgemm(size));
     let threads = rayon::current_num_threads();
+    let products: Vec<Mutex<Product>> = (0..threads)
+        .map(|_| Mutex::new(Product::new(size)))
+        .collect();
+    let one = Timing::measure(3, || products[0].lock().unwrap().run());
     let all = Timing::measure(3, || {
-        rayon::broadcast(|_| sgemm(size));
+        rayon::broadcast(|ctx| products[ctx.index()].lock().unwrap().run());
     });
     SgemmRates {
         one_thread: flops / one.median / 1e9,
@@ -140,19 +144,32 @@ fn sgemm_rates(size: usize) -> SgemmRates {
     }
 }
 
-/// One single-threaded product of two `size × size` matrices (their filling is not timed apart:
-/// it is O(size²) against the product's O(size³)).
-fn sgemm(size: usize) {
-    let a = Mat::<f32>::from_fn(size, size, |i, j| ((i * 7 + j * 13) % 17) as f32 / 17.0);
-    let b = Mat::<f32>::from_fn(size, size, |i, j| ((i * 11 + j * 5) % 19) as f32 / 19.0);
-    let mut c = Mat::<f32>::zeros(size, size);
-    faer::linalg::matmul::matmul(
-        c.as_mut(),
-        Accum::Replace,
-        a.as_ref(),
-        b.as_ref(),
-        1.0,
-        Par::Seq,
-    );
-    std::hint::black_box(&c);
+/// `c = a · b` for square matrices, filled once so that only the product is timed.
+struct Product {
+    a: Mat<f32>,
+    b: Mat<f32>,
+    c: Mat<f32>,
+}
+
+impl Product {
+    fn new(size: usize) -> Product {
+        Product {
+            a: Mat::from_fn(size, size, |i, j| ((i * 7 + j * 13) % 17) as f32 / 17.0),
+            b: Mat::from_fn(size, size, |i, j| ((i * 11 + j * 5) % 19) as f32 / 19.0),
+            c: Mat::zeros(size, size),
+        }
+    }
+
+    /// Single-threaded: the parallelism is one product per thread.
+    fn run(&mut self) {
+        let Product { a, b, c } = self;
+        faer::linalg::matmul::matmul(
+            c.as_mut(),
+            Accum::Replace,
+            a.as_ref(),
+            b.as_ref(),
+            1.0,
+            Par::Seq,
+        );
+    }
 }
