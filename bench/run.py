@@ -82,7 +82,7 @@ def main() -> int:
     for name in sections:
         print(f"== {name}", file=sys.stderr)
         report.append(getattr(bench, f"section_{name}")())
-    bench.write(report, load_before)
+    bench.write(report, load_before, os.getloadavg())
     return 0
 
 
@@ -278,7 +278,7 @@ class Bench:
 
     # -- the report -----------------------------------------------------------------------------
 
-    def write(self, sections: list[dict], load_before: tuple) -> None:
+    def write(self, sections: list[dict], load_before: tuple, load_after: tuple) -> None:
         lines = [
             "# embedlab against the Python stack",
             "",
@@ -290,7 +290,7 @@ class Bench:
             "",
             "## Machine",
             "",
-            *machine_lines(self.exe, self.peer_versions, load_before),
+            *machine_lines(self.exe, self.peer_versions, load_before, load_after),
             "",
         ]
         for section in sections:
@@ -408,7 +408,7 @@ def pct(fraction: float | None) -> str:
     return "–" if fraction is None else f"{100 * fraction:.0f} %"
 
 
-def machine_lines(exe: Path, peers: dict[str, str], load_before: tuple) -> list[str]:
+def machine_lines(exe: Path, peers: dict[str, str], load_before: tuple, load_after: tuple) -> list[str]:
     cpu = "unknown"
     flags = ""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -426,7 +426,9 @@ def machine_lines(exe: Path, peers: dict[str, str], load_before: tuple) -> list[
         f"{platform.system()} {platform.release()}",
         f"- embedlab: {version} (release build, git {rev}), {rustc}",
         f"- peers: Python {platform.python_version()}; " + ", ".join(f"{k} {v}" for k, v in sorted(peers.items())),
-        f"- load average before the runs: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min)",
+        f"- load average before the runs: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min); "
+        f"after them: {load_after[0]:.2f}, {load_after[1]:.2f}, {load_after[2]:.2f} (1, 5, 15 min; the runs "
+        f"themselves keep {THREADS} threads busy)",
     ]
 
 
