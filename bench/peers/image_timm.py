@@ -63,8 +63,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "plugins/candle/tests/fixtures/efficientnet_lite0.json"
-RESIZE, CROP = 256, 224
-MEAN, STD = 127.0 / 255.0, 128.0 / 255.0
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 
@@ -96,20 +94,20 @@ def default_weights() -> Path | None:
 
 
 def preprocess(source) -> "np.ndarray":
-    """The Rust side's preprocessing (see the module docstring); `source` is a path or file object."""
-    import numpy as np
-    from PIL import Image
+    """The Rust side's preprocessing (see the module docstring); `source` is a path or file object.
+    It is the parity reference's own `preprocess()`, loaded from its file, so the two cannot drift."""
+    return _reference().preprocess(source)
 
-    image = Image.open(source).convert("RGB")
-    w, h = image.size
-    short, long = min(w, h), max(w, h)
-    new_long = int(RESIZE * long / short)
-    size = (RESIZE, new_long) if w <= h else (new_long, RESIZE)
-    pixels = np.asarray(image.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
-    top, left = (pixels.shape[0] - CROP) // 2, (pixels.shape[1] - CROP) // 2
-    pixels = pixels[top:top + CROP, left:left + CROP] / 255.0
-    pixels = (pixels - MEAN) / STD
-    return pixels.transpose(2, 0, 1).astype(np.float32)
+
+def _reference():
+    import importlib.util
+
+    path = REPO / "plugins/candle/tests/make_efficientnet_reference.py"
+    spec = importlib.util.spec_from_file_location("efficientnet_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    globals()["_reference"] = lambda: module
+    return module
 
 
 def timm_state_dict(model, source: dict) -> dict:
