@@ -6,21 +6,23 @@
 //! instead of swish, stem (32) and head (1280) filters and the first and last stage's repeats
 //! never scaled. Convolutions pad like TensorFlow's "SAME" (`Conv2dStaticSamePadding`: the
 //! padding is computed from the input size, the odd pixel goes after). Batch norms (eps from the
-//! config, 1e-3) are folded into the preceding convolutions at load time.
+//! config, 1e-3) are folded into the preceding convolutions at load time. The activations are
+//! channels-last between the stem and the pooling, with bias, ReLU6 and the skip connections
+//! fused into the convolutions ([`crate::vision::conv`] says why).
 //!
 //! Output: the global-average-pooled head features (1280-d) or the 1000 ImageNet logits
 //! ([`Output`]).
 
 use std::path::Path;
 
-use candle_core::{CpuStorage, CustomOp1, D, Device, Layout, Shape, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
-use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::error::Error;
 use crate::family::{self, Family, Model};
 use crate::files::{load_safetensors, read_json, unsupported};
+use crate::vision::conv::{Activation, Depthwise, InputConv, Pointwise};
 use crate::vision::{ClassifierOptions, ImageEncoder, Output, Preprocess, VisionModel};
 
 /// `config.json` of an EfficientNet-Lite store entry; the keys are EfficientNet-PyTorch's
@@ -183,37 +185,21 @@ impl Config {
 const STEM_FILTERS: usize = 32;
 const HEAD_FILTERS: usize = 1280;
 
-/// TF "same" padding along one axis: `(before, after)` so that the output is `ceil(size / stride)`.
-fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
-    let out = size.div_ceil(stride);
-    let total = ((out - 1) * stride + kernel).saturating_sub(size);
-    (total / 2, total - total / 2)
-}
-
-/// A convolution with its batch norm folded in (`weight × γ/σ`, `β − μ·γ/σ`), then ReLU6 or not.
-struct ConvBn {
-    op: Op,
-    /// `(c_out, c_in / groups, k, k)`.
-    weight: Tensor,
-    bias: Tensor,
-    stride: usize,
-    relu6: bool,
+/// A convolution with its batch norm folded in (`weight × γ/σ`, `β − μ·γ/σ`), then ReLU6 or not,
+/// as one of the channels-last ops of [`crate::vision::conv`]: the stem reads the NCHW pixels,
+/// everything after it is NHWC.
+enum ConvBn {
+    Stem(InputConv),
+    Pointwise(Pointwise),
+    Depthwise(Depthwise),
 }
 
 /// Which convolution a checkpoint tensor is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ConvKind {
-    Full,
+    Stem,
     Pointwise,
     Depthwise,
-}
-
-/// How a [`ConvBn`] runs: candle's convolution, a matrix product, or our depthwise op (its
-/// kernel copied out once, at load).
-enum Op {
-    Full,
-    Pointwise,
-    Depthwise(Depthwise),
 }
 
 impl ConvBn {
@@ -223,7 +209,7 @@ impl ConvBn {
         bn: &str,
         (c_in, c_out, kernel, stride): (usize, usize, usize, usize),
         kind: ConvKind,
-        (eps, relu6): (f64, bool),
+        (eps, act): (f64, Activation),
     ) -> candle_core::Result<(ConvBn, u64)> {
         let per_group = if kind == ConvKind::Depthwise { 1 } else { c_in };
         let weight = vb
@@ -238,137 +224,29 @@ impl ConvBn {
         let bias = (beta - mean.mul(&scale)?)?;
         let weight = weight.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
         let parameters = (weight.elem_count() + 2 * c_out) as u64;
-        Ok((ConvBn::new(kind, weight, bias, stride, relu6)?, parameters))
-    }
-
-    fn new(
-        kind: ConvKind,
-        weight: Tensor,
-        bias: Tensor,
-        stride: usize,
-        relu6: bool,
-    ) -> candle_core::Result<ConvBn> {
-        let op = match kind {
-            ConvKind::Full => Op::Full,
-            ConvKind::Pointwise => Op::Pointwise,
-            ConvKind::Depthwise => Op::Depthwise(Depthwise {
-                kernel: weight.dim(2)?,
-                stride,
-                weights: weight.flatten_all()?.to_vec1()?,
-                bias: bias.to_vec1()?,
-                relu6,
-            }),
+        let conv = match kind {
+            ConvKind::Stem => ConvBn::Stem(InputConv::new(&weight, &bias, stride, act)?),
+            ConvKind::Pointwise => ConvBn::Pointwise(Pointwise::new(&weight, &bias, act)?),
+            ConvKind::Depthwise => ConvBn::Depthwise(Depthwise::new(&weight, &bias, stride, act)?),
         };
-        Ok(ConvBn {
-            op,
-            weight,
-            bias,
-            stride,
-            relu6,
-        })
+        Ok((conv, parameters))
     }
 
+    /// NCHW → NHWC for the stem, NHWC → NHWC otherwise.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = match &self.op {
-            Op::Depthwise(op) => return x.contiguous()?.apply_op1_no_bwd(op),
-            Op::Pointwise => {
-                let (n, c, h, w) = x.dims4()?;
-                let c_out = self.weight.dim(0)?;
-                let kernel = self.weight.reshape((c_out, c))?;
-                kernel
-                    .broadcast_matmul(&x.reshape((n, c, h * w))?)?
-                    .reshape((n, c_out, h, w))?
-            }
-            Op::Full => {
-                let (_, _, h, w) = x.dims4()?;
-                let k = self.weight.dim(2)?;
-                let (top, bottom) = same_padding(h, k, self.stride);
-                let (left, right) = same_padding(w, k, self.stride);
-                let padded = x
-                    .pad_with_zeros(2, top, bottom)?
-                    .pad_with_zeros(3, left, right)?;
-                padded.conv2d(&self.weight, 0, self.stride, 1, 1)?
-            }
-        };
-        let y = y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
-        if self.relu6 {
-            y.clamp(0f32, 6f32)
-        } else {
-            Ok(y)
+        match self {
+            ConvBn::Stem(op) => x.contiguous()?.apply_op1_no_bwd(op),
+            ConvBn::Depthwise(op) => x.contiguous()?.apply_op1_no_bwd(op),
+            ConvBn::Pointwise(op) => op.forward(x, None),
         }
     }
-}
 
-/// Depthwise k×k convolution with TF "same" padding, bias and optional ReLU6, over contiguous
-/// f32 NCHW input: one plane per (image, channel), in parallel. (candle's grouped convolution
-/// would run one convolution per channel.)
-struct Depthwise {
-    kernel: usize,
-    stride: usize,
-    /// `(c, k, k)` row-major.
-    weights: Vec<f32>,
-    bias: Vec<f32>,
-    relu6: bool,
-}
-
-impl CustomOp1 for Depthwise {
-    fn name(&self) -> &'static str {
-        "efficientnet-depthwise"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = layout.shape().dims4()?;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("depthwise convolution needs a contiguous input");
-        };
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("depthwise convolution needs f32 input");
-        };
-        if self.bias.len() != c || self.weights.len() != c * self.kernel * self.kernel {
-            candle_core::bail!(
-                "depthwise convolution: {c} channels, weights for {}",
-                self.bias.len()
-            );
+    /// The projection of a block with a skip connection: `conv(x) + residual`.
+    fn forward_plus(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            ConvBn::Pointwise(op) => op.forward(x, Some(residual)),
+            _ => self.forward(x)? + residual,
         }
-        let input = &data[start..end];
-        let (k, s) = (self.kernel, self.stride);
-        let (top, _) = same_padding(h, k, s);
-        let (left, _) = same_padding(w, k, s);
-        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
-        let mut out = vec![0f32; n * c * oh * ow];
-        out.par_chunks_mut(oh * ow)
-            .enumerate()
-            .for_each(|(plane, out)| {
-                let channel = plane % c;
-                let src = &input[plane * h * w..][..h * w];
-                let kernel = &self.weights[channel * k * k..][..k * k];
-                out.fill(self.bias[channel]);
-                for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
-                    for ky in 0..k {
-                        let Some(iy) = (oy * s + ky).checked_sub(top).filter(|&iy| iy < h) else {
-                            continue;
-                        };
-                        let src_row = &src[iy * w..][..w];
-                        for kx in 0..k {
-                            let weight = kernel[ky * k + kx];
-                            // Output columns whose input column ox·s + kx − left lies inside the row.
-                            let first = left.saturating_sub(kx).div_ceil(s);
-                            let last = ((w + left).saturating_sub(kx)).div_ceil(s).min(ow);
-                            for ox in first..last {
-                                row[ox] += weight * src_row[ox * s + kx - left];
-                            }
-                        }
-                    }
-                    if self.relu6 {
-                        row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 }
 
@@ -392,7 +270,7 @@ impl MBConvBlock {
                 "_bn0",
                 shape,
                 ConvKind::Pointwise,
-                (eps, true),
+                (eps, Activation::Relu6),
             )?;
             parameters += p;
             Some(conv)
@@ -406,7 +284,7 @@ impl MBConvBlock {
             "_bn1",
             shape,
             ConvKind::Depthwise,
-            (eps, true),
+            (eps, Activation::Relu6),
         )?;
         parameters += p;
         let shape = (hidden, args.output_filters, 1, 1);
@@ -416,7 +294,7 @@ impl MBConvBlock {
             "_bn2",
             shape,
             ConvKind::Pointwise,
-            (eps, false),
+            (eps, Activation::Identity),
         )?;
         parameters += p;
         let skip = args.id_skip && args.stride == 1 && args.input_filters == args.output_filters;
@@ -436,8 +314,12 @@ impl MBConvBlock {
             Some(expand) => expand.forward(x)?,
             None => x.clone(),
         };
-        y = self.project.forward(&self.depthwise.forward(&y)?)?;
-        if self.skip { y + x } else { Ok(y) }
+        y = self.depthwise.forward(&y)?;
+        if self.skip {
+            self.project.forward_plus(&y, x)
+        } else {
+            self.project.forward(&y)
+        }
     }
 }
 
@@ -464,8 +346,8 @@ impl EfficientNetLite {
             "_conv_stem",
             "_bn0",
             (3, STEM_FILTERS, 3, 2),
-            ConvKind::Full,
-            (eps, true),
+            ConvKind::Stem,
+            (eps, Activation::Relu6),
         )?;
         let mut blocks = Vec::with_capacity(args.len());
         for (i, block) in args.iter().enumerate() {
@@ -480,7 +362,7 @@ impl EfficientNetLite {
             "_bn1",
             (last, HEAD_FILTERS, 1, 1),
             ConvKind::Pointwise,
-            (eps, true),
+            (eps, Activation::Relu6),
         )?;
         parameters += p;
         let fc = candle_nn::linear(HEAD_FILTERS, config.num_classes, vb.pp("_fc"))?;
@@ -505,7 +387,8 @@ impl EfficientNetLite {
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
-        self.head.forward(&x)?.flatten_from(2)?.mean(D::Minus1)
+        // NHWC: the mean over the pixels of each image.
+        self.head.forward(&x)?.flatten(1, 2)?.mean(1)
     }
 
     /// `(N, 3, H, W)` → `(N, num_classes)` logits.
@@ -667,36 +550,191 @@ mod tests {
         assert_eq!(blocks[0].input_filters, 32);
         assert_eq!(blocks.len(), 1 + 3 + 3 + 4 + 4 + 5 + 1);
     }
+}
 
-    #[test]
-    fn same_padding_puts_the_odd_pixel_after() {
-        assert_eq!(same_padding(224, 3, 2), (0, 1));
-        assert_eq!(same_padding(112, 3, 1), (1, 1));
-        assert_eq!(same_padding(28, 5, 2), (1, 2));
-        assert_eq!(same_padding(7, 1, 1), (0, 0));
+/// The network against a plain NCHW forward pass written with candle's own ops (padded
+/// `conv2d`, batch norm as in PyTorch's eval mode, `clamp`), on random weights: the
+/// channels-last ops, the folding and the skip connections together, without model files.
+#[cfg(test)]
+mod reference_tests {
+    use std::collections::HashMap;
+
+    use candle_core::DType;
+
+    use super::*;
+    use crate::vision::conv::same_padding;
+
+    const EPS: f64 = 1e-3;
+
+    fn tiny() -> Config {
+        serde_json::from_value(serde_json::json!({
+            "model_type": "efficientnet_lite",
+            "blocks_args": ["r1_k3_s11_e1_i32_o16", "r2_k5_s22_e6_i16_o24", "r1_k3_s22_e6_i24_o40"],
+            "width_coefficient": 1.0, "depth_coefficient": 1.0, "num_classes": 10,
+            "batch_norm_epsilon": EPS
+        }))
+        .unwrap()
     }
 
-    /// The custom depthwise op against candle's grouped convolution on explicitly padded input.
-    #[test]
-    fn depthwise_matches_grouped_conv2d() -> candle_core::Result<()> {
+    /// Random weights under EfficientNet-PyTorch's names for `blocks`.
+    fn weights(
+        blocks: &[BlockArgs],
+        classes: usize,
+    ) -> candle_core::Result<HashMap<String, Tensor>> {
         let device = Device::Cpu;
-        for (k, s, h, w) in [(3, 1, 7, 6), (5, 2, 9, 8), (3, 2, 8, 8), (5, 1, 5, 4)] {
-            let c = 3;
-            let x = Tensor::randn(0f32, 1.0, (2, c, h, w), &device)?;
-            let weight = Tensor::randn(0f32, 1.0, (c, 1, k, k), &device)?;
-            let bias = Tensor::new(&[0.5f32, -1.0, 2.0], &device)?;
-            let conv = ConvBn::new(ConvKind::Depthwise, weight.clone(), bias.clone(), s, false)?;
-            let ours = conv.forward(&x)?;
-            let (t, b) = same_padding(h, k, s);
-            let (l, r) = same_padding(w, k, s);
-            let padded = x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?;
-            let expected = padded
-                .conv2d(&weight, 0, s, 1, c)?
-                .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
-            assert_eq!(ours.dims(), expected.dims());
-            let diff = (ours - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(diff < 1e-4, "k{k} s{s} {h}x{w}: {diff}");
+        let mut map = HashMap::new();
+        let mut conv =
+            |name: String, shape: (usize, usize, usize, usize)| -> candle_core::Result<()> {
+                let fan_in = (shape.1 * shape.2 * shape.3) as f64;
+                let w = Tensor::randn(0f32, (2.0 / fan_in).sqrt() as f32, shape, &device)?;
+                map.insert(format!("{name}.weight"), w);
+                Ok(())
+            };
+        conv("_conv_stem".into(), (STEM_FILTERS, 3, 3, 3))?;
+        for (i, b) in blocks.iter().enumerate() {
+            let hidden = b.input_filters * b.expand_ratio;
+            if b.expand_ratio != 1 {
+                conv(
+                    format!("_blocks.{i}._expand_conv"),
+                    (hidden, b.input_filters, 1, 1),
+                )?;
+            }
+            let k = b.kernel_size;
+            conv(format!("_blocks.{i}._depthwise_conv"), (hidden, 1, k, k))?;
+            conv(
+                format!("_blocks.{i}._project_conv"),
+                (b.output_filters, hidden, 1, 1),
+            )?;
         }
+        let last = blocks[blocks.len() - 1].output_filters;
+        conv("_conv_head".into(), (HEAD_FILTERS, last, 1, 1))?;
+        let mut norms = vec![
+            ("_bn0".to_string(), STEM_FILTERS),
+            ("_bn1".into(), HEAD_FILTERS),
+        ];
+        for (i, b) in blocks.iter().enumerate() {
+            let hidden = b.input_filters * b.expand_ratio;
+            norms.push((format!("_blocks.{i}._bn0"), hidden));
+            norms.push((format!("_blocks.{i}._bn1"), hidden));
+            norms.push((format!("_blocks.{i}._bn2"), b.output_filters));
+        }
+        for (name, c) in norms {
+            map.insert(
+                format!("{name}.weight"),
+                Tensor::rand(0.5f32, 1.5, c, &device)?,
+            );
+            map.insert(
+                format!("{name}.bias"),
+                Tensor::randn(0f32, 0.5, c, &device)?,
+            );
+            map.insert(
+                format!("{name}.running_mean"),
+                Tensor::randn(0f32, 0.5, c, &device)?,
+            );
+            map.insert(
+                format!("{name}.running_var"),
+                Tensor::rand(0.5f32, 1.5, c, &device)?,
+            );
+        }
+        map.insert(
+            "_fc.weight".into(),
+            Tensor::randn(0f32, 0.03, (classes, HEAD_FILTERS), &device)?,
+        );
+        map.insert(
+            "_fc.bias".into(),
+            Tensor::randn(0f32, 0.1, classes, &device)?,
+        );
+        Ok(map)
+    }
+
+    /// `conv` (TF "same" padding, `groups`), then batch norm `bn`, then ReLU6 if `relu6`.
+    fn conv_bn(
+        x: &Tensor,
+        w: &HashMap<String, Tensor>,
+        (conv, bn): (&str, &str),
+        (stride, groups, relu6): (usize, usize, bool),
+    ) -> candle_core::Result<Tensor> {
+        let weight = &w[&format!("{conv}.weight")];
+        let k = weight.dim(2)?;
+        let (_, _, h, wd) = x.dims4()?;
+        let (t, b) = same_padding(h, k, stride);
+        let (l, r) = same_padding(wd, k, stride);
+        let y = x
+            .pad_with_zeros(2, t, b)?
+            .pad_with_zeros(3, l, r)?
+            .conv2d(weight, 0, stride, 1, groups)?;
+        let channel = |name: &str| w[&format!("{bn}.{name}")].reshape((1, (), 1, 1));
+        let y = y
+            .broadcast_sub(&channel("running_mean")?)?
+            .broadcast_div(&(channel("running_var")? + EPS)?.sqrt()?)?
+            .broadcast_mul(&channel("weight")?)?
+            .broadcast_add(&channel("bias")?)?;
+        if relu6 { y.clamp(0f32, 6f32) } else { Ok(y) }
+    }
+
+    fn reference(
+        x: &Tensor,
+        w: &HashMap<String, Tensor>,
+        blocks: &[BlockArgs],
+    ) -> candle_core::Result<Tensor> {
+        let mut x = conv_bn(x, w, ("_conv_stem", "_bn0"), (2, 1, true))?;
+        for (i, b) in blocks.iter().enumerate() {
+            let p = |name: &str| format!("_blocks.{i}.{name}");
+            let hidden = b.input_filters * b.expand_ratio;
+            let mut y = x.clone();
+            if b.expand_ratio != 1 {
+                y = conv_bn(&y, w, (&p("_expand_conv"), &p("_bn0")), (1, 1, true))?;
+            }
+            y = conv_bn(
+                &y,
+                w,
+                (&p("_depthwise_conv"), &p("_bn1")),
+                (b.stride, hidden, true),
+            )?;
+            y = conv_bn(&y, w, (&p("_project_conv"), &p("_bn2")), (1, 1, false))?;
+            let skip = b.id_skip && b.stride == 1 && b.input_filters == b.output_filters;
+            x = if skip { (y + x)? } else { y };
+        }
+        conv_bn(&x, w, ("_conv_head", "_bn1"), (1, 1, true))?.mean((2, 3))
+    }
+
+    #[test]
+    fn features_and_logits_match_an_nchw_reference() -> candle_core::Result<()> {
+        let config = tiny();
+        let blocks = config.blocks().unwrap();
+        assert!(
+            blocks
+                .iter()
+                .any(|b| b.input_filters == b.output_filters && b.stride == 1)
+        );
+        let w = weights(&blocks, config.num_classes)?;
+        let device = Device::Cpu;
+        let vb = VarBuilder::from_tensors(w.clone(), DType::F32, &device);
+        let model = EfficientNetLite::load(vb, &config, &blocks)?;
+        // Odd sizes: the stride-2 layers pad unevenly.
+        let pixels = Tensor::randn(0f32, 1.0, (3, 3, 37, 30), &device)?;
+        let expected = reference(&pixels, &w, &blocks)?;
+        let features = model.features(&pixels)?;
+        assert_eq!(features.dims(), [3, HEAD_FILTERS]);
+        let diff = (&features - &expected)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        let scale = expected.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "features differ by {diff} (max {scale})"
+        );
+        let logits = model.logits(&pixels)?;
+        let expected = w["_fc.weight"]
+            .matmul(&expected.t()?)?
+            .t()?
+            .broadcast_add(&w["_fc.bias"])?;
+        let diff = (&logits - &expected)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff <= 1e-4, "logits differ by {diff}");
         Ok(())
     }
 }

@@ -4,7 +4,10 @@
 //! [`Preprocess`] reproduces the Python pipelines the models were trained and published with:
 //! PIL's resampling (bit-exact on the same input pixels), transformers' and torchvision's size
 //! and crop rules, then rescale and per-channel normalisation.
+//!
+//! [`conv`] holds the convolutions of mobile CNNs (channels-last, bias and ReLU6 fused).
 
+pub mod conv;
 mod encoder;
 mod options;
 mod preprocess;

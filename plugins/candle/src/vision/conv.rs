@@ -1,0 +1,688 @@
+//! Convolutions of mobile CNNs (EfficientNet-Lite) on the CPU, channels last.
+//!
+//! Activations are `(N, H, W, C)` f32 tensors (NHWC), not candle's usual NCHW, because every op
+//! of an inverted-residual network is then a loop over contiguous channels:
+//! - a 1×1 convolution is one matrix product `(N·H·W, C_in) × (C_in, C_out)` for the whole batch
+//!   ([`Pointwise`]): no im2col, and the late 7×7 layers are no longer 32 tiny products;
+//! - a depthwise convolution multiplies a channel vector of the input by a channel vector of the
+//!   kernel per tap ([`Depthwise`]), which the compiler vectorises whatever the stride;
+//! - bias, ReLU6 and the residual sum are fused into the convolutions instead of three more
+//!   tensors allocated and written.
+//!
+//! Only the network's input is NCHW (as [`super::Preprocess`] makes it); [`InputConv`] reads it
+//! and writes NHWC. Padding is TensorFlow's "SAME" ([`same_padding`]), applied by skipping the
+//! taps that fall outside the image rather than by copying a padded tensor.
+
+use std::ops::Range;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+/// What follows a convolution's bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+}
+
+impl Activation {
+    #[inline(always)]
+    fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Identity => x,
+            // Compares rather than `f32::clamp`'s NaN rules, so that it vectorises to max/min.
+            Activation::Relu6 => {
+                let x = if x > 0.0 { x } else { 0.0 };
+                if x < 6.0 { x } else { 6.0 }
+            }
+        }
+    }
+}
+
+/// TF "same" padding along one axis: `(before, after)` so that the output is `ceil(size / stride)`.
+pub fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(size);
+    (total / 2, total - total / 2)
+}
+
+/// The kernel taps `0..k` of output position `o` that land inside `0..size` once the input is
+/// padded by `before` (the others read zeros, so they are skipped).
+fn valid_taps(
+    o: usize,
+    stride: usize,
+    before: usize,
+    size: usize,
+    kernel: usize,
+) -> std::ops::Range<usize> {
+    let start = o * stride;
+    before.saturating_sub(start)..(size + before - start).min(kernel)
+}
+
+/// Channels per register block: four SSE vectors of accumulators stay in registers across all
+/// the taps of a pixel, instead of a load and a store of the output per tap.
+const BLOCK: usize = 16;
+
+/// Output values per parallel task at least (a 7×7 layer has few, short rows).
+const MIN_VALUES_PER_TASK: usize = 1 << 14;
+
+/// A zeroed output buffer of `len` values, allocated without `calloc` and zeroed in parallel.
+/// jemalloc serves a large `calloc` by handing the pages back to the kernel (`MADV_DONTNEED`) to
+/// get them zeroed, so an op paid a page fault per 4 KiB written; a plain allocation reuses freed
+/// pages as they are. (A sequential `resize` would be turned back into `calloc` by LLVM, and it
+/// left the other threads idle.)
+fn output_buffer(len: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.par_extend(rayon::iter::repeat_n(0.0, len));
+    out
+}
+
+/// The contiguous f32 data of a tensor's storage.
+fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 input expected");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous input expected");
+    };
+    Ok(&data[start..end])
+}
+
+/// `acc[j] += weights[j] · inputs[j]`: one tap over a block of `L` channels. `L` is [`BLOCK`] for
+/// full blocks (the accumulators stay in registers across a pixel's taps) or 1 for a remainder.
+#[inline(always)]
+fn multiply_add<const L: usize>(acc: &mut [f32; L], weights: &[f32; L], inputs: &[f32; L]) {
+    for j in 0..L {
+        acc[j] += weights[j] * inputs[j];
+    }
+}
+
+/// Writes `act(acc)` to `out`.
+#[inline(always)]
+fn store<const L: usize>(out: &mut [f32], acc: [f32; L], act: Activation) {
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = act.apply(a);
+    }
+}
+
+/// The `L` values of `data` from `start`, as an array (one bounds check).
+#[inline(always)]
+fn block<const L: usize>(data: &[f32], start: usize) -> &[f32; L] {
+    data[start..]
+        .first_chunk()
+        .expect("a block of channels lies inside its tensor")
+}
+
+/// Depthwise k×k convolution (one kernel per channel) with "same" padding, bias and activation,
+/// `(N, H, W, C)` → `(N, ⌈H/s⌉, ⌈W/s⌉, C)`.
+pub struct Depthwise {
+    kernel: usize,
+    stride: usize,
+    /// `(k, k, C)` row-major: the channel vector of each tap.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    act: Activation,
+}
+
+impl Depthwise {
+    /// `weight` is PyTorch's `(C, 1, k, k)`, `bias` `(C)`.
+    pub fn new(
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        act: Activation,
+    ) -> candle_core::Result<Depthwise> {
+        let (c, one, k, k2) = weight.dims4()?;
+        if one != 1 || k != k2 {
+            candle_core::bail!(
+                "depthwise weight {:?}: expected (C, 1, k, k)",
+                weight.dims()
+            );
+        }
+        Ok(Depthwise {
+            kernel: k,
+            stride,
+            weights: weight.reshape((c, k * k))?.t()?.flatten_all()?.to_vec1()?,
+            bias: bias.to_vec1()?,
+            act,
+        })
+    }
+
+    /// One output row `oy` of one image (`input` is that image, `(H, W, C)`).
+    fn row(&self, input: &[f32], dims: (usize, usize, usize), oy: usize, out: &mut [f32]) {
+        match self.kernel {
+            3 => self.row_with::<3>(input, dims, oy, out),
+            5 => self.row_with::<5>(input, dims, oy, out),
+            _ => self.row_with::<0>(input, dims, oy, out),
+        }
+    }
+
+    /// [`Depthwise::row`], with the kernel size `K` known at compile time (0: not), so that the
+    /// window of a pixel away from the borders is a fixed, unrolled run of taps with constant
+    /// offsets; pixels on the borders skip the taps that fall into the padding.
+    fn row_with<const K: usize>(
+        &self,
+        input: &[f32],
+        (h, w, c): (usize, usize, usize),
+        oy: usize,
+        out: &mut [f32],
+    ) {
+        let (k, s) = (self.kernel, self.stride);
+        let (top, _) = same_padding(h, k, s);
+        let (left, _) = same_padding(w, k, s);
+        let rows = valid_taps(oy, s, top, h, k);
+        for (ox, pixel) in out.chunks_exact_mut(c).enumerate() {
+            let columns = valid_taps(ox, s, left, w, k);
+            let interior = K == k && rows.len() == k && columns.len() == k;
+            // The input offset of tap (0, 0), were it inside the image (negative on the top and
+            // left borders, where only the offsets of taps inside are used).
+            let origin = ((oy * s) as isize - top as isize) * (w * c) as isize
+                + ((ox * s) as isize - left as isize) * c as isize;
+            let blocks = c / BLOCK * BLOCK;
+            let (full, rest) = pixel.split_at_mut(blocks);
+            for (b, out) in full.chunks_exact_mut(BLOCK).enumerate() {
+                let c0 = b * BLOCK;
+                let mut acc = *block(&self.bias, c0);
+                if interior {
+                    let input = &input[origin as usize + c0..];
+                    window::<K, BLOCK>(&mut acc, input, (w * c, c), &self.weights[c0..]);
+                } else {
+                    self.border(&mut acc, input, (w, c), origin, (&rows, &columns), c0);
+                }
+                store(out, acc, self.act);
+            }
+            for (j, out) in rest.chunks_exact_mut(1).enumerate() {
+                let c0 = blocks + j;
+                let mut acc: [f32; 1] = *block(&self.bias, c0);
+                self.border(&mut acc, input, (w, c), origin, (&rows, &columns), c0);
+                store(out, acc, self.act);
+            }
+        }
+    }
+
+    /// The taps `rows × columns` of a window that crosses the image's border (or of any window,
+    /// slower than [`window`]) over one block of `L` channels from `c0`; `origin` is the input
+    /// offset of tap (0, 0) at channel 0 (negative when that tap lies above or left of the image).
+    #[inline(always)]
+    fn border<const L: usize>(
+        &self,
+        acc: &mut [f32; L],
+        input: &[f32],
+        (w, c): (usize, usize),
+        origin: isize,
+        (rows, columns): (&Range<usize>, &Range<usize>),
+        c0: usize,
+    ) {
+        let k = self.kernel;
+        for ky in rows.clone() {
+            for kx in columns.clone() {
+                let x = (origin + ((ky * w + kx) * c) as isize) as usize + c0;
+                multiply_add(
+                    acc,
+                    block(&self.weights, (ky * k + kx) * c + c0),
+                    block(input, x),
+                );
+            }
+        }
+    }
+}
+
+/// The K×K taps of a depthwise window that lies inside the image, over one block of `L`
+/// channels: `input` starts at the window's top-left pixel (at the block's first channel),
+/// `weights` at the block's first channel; `row` and `pixel` are the input's strides.
+#[inline(always)]
+fn window<const K: usize, const L: usize>(
+    acc: &mut [f32; L],
+    input: &[f32],
+    (row, pixel): (usize, usize),
+    weights: &[f32],
+) {
+    for ky in 0..K {
+        for kx in 0..K {
+            let inputs = block(input, ky * row + kx * pixel);
+            multiply_add(acc, block(weights, (ky * K + kx) * pixel), inputs);
+        }
+    }
+}
+
+impl CustomOp1 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, h, w, c) = layout.shape().dims4()?;
+        let input = contiguous_f32(storage, layout, self.name())?;
+        if self.bias.len() != c {
+            candle_core::bail!(
+                "depthwise convolution: {c} channels, weights for {}",
+                self.bias.len()
+            );
+        }
+        let s = self.stride;
+        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+        let mut out = output_buffer(n * oh * ow * c);
+        let rows_per_task = MIN_VALUES_PER_TASK.div_ceil(ow * c);
+        out.par_chunks_mut(ow * c * rows_per_task)
+            .enumerate()
+            .for_each(|(task, rows)| {
+                for (i, row) in rows.chunks_exact_mut(ow * c).enumerate() {
+                    let (image, oy) = (
+                        (task * rows_per_task + i) / oh,
+                        (task * rows_per_task + i) % oh,
+                    );
+                    let image = &input[image * h * w * c..][..h * w * c];
+                    self.row(image, (h, w, c), oy, row);
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
+    }
+}
+
+/// A full k×k convolution over the NCHW network input with "same" padding, bias and activation,
+/// written NHWC: `(N, C_in, H, W)` → `(N, ⌈H/s⌉, ⌈W/s⌉, C_out)`. Meant for the stem (3 input
+/// channels): each block of output pixels gathers its k·k·C_in input values (im2col, into a
+/// buffer that stays in cache) and takes one product with the `(k·k·C_in, C_out)` weights, as
+/// [`Pointwise`] does.
+pub struct InputConv {
+    kernel: usize,
+    stride: usize,
+    c_in: usize,
+    c_out: usize,
+    /// `(k, k, C_in, C_out)` row-major: the product's right-hand side.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    act: Activation,
+}
+
+impl InputConv {
+    /// `weight` is PyTorch's `(C_out, C_in, k, k)`, `bias` `(C_out)`.
+    pub fn new(
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        act: Activation,
+    ) -> candle_core::Result<InputConv> {
+        let (c_out, c_in, k, k2) = weight.dims4()?;
+        if k != k2 {
+            candle_core::bail!(
+                "convolution weight {:?}: square kernels only",
+                weight.dims()
+            );
+        }
+        Ok(InputConv {
+            kernel: k,
+            stride,
+            c_in,
+            c_out,
+            weights: weight.permute((2, 3, 1, 0))?.flatten_all()?.to_vec1()?,
+            bias: bias.to_vec1()?,
+            act,
+        })
+    }
+
+    /// The input values under output pixel `(oy, ox)` of one image (`input`, `(C_in, H, W)`), in
+    /// the weights' `(k, k, C_in)` order, zeros for the padding.
+    fn patch(
+        &self,
+        input: &[f32],
+        (h, w): (usize, usize),
+        (oy, ox): (usize, usize),
+        out: &mut [f32],
+    ) {
+        let (k, s) = (self.kernel, self.stride);
+        let (top, _) = same_padding(h, k, s);
+        let (left, _) = same_padding(w, k, s);
+        out.fill(0.0);
+        for ky in valid_taps(oy, s, top, h, k) {
+            let iy = oy * s + ky - top;
+            for kx in valid_taps(ox, s, left, w, k) {
+                let ix = ox * s + kx - left;
+                let taps = &mut out[(ky * k + kx) * self.c_in..][..self.c_in];
+                for (ci, v) in taps.iter_mut().enumerate() {
+                    *v = input[(ci * h + iy) * w + ix];
+                }
+            }
+        }
+    }
+}
+
+impl CustomOp1 for InputConv {
+    fn name(&self) -> &'static str {
+        "input-conv-nchw-to-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let input = contiguous_f32(storage, layout, self.name())?;
+        if c != self.c_in {
+            candle_core::bail!("input convolution: {c} channels, weights for {}", self.c_in);
+        }
+        let s = self.stride;
+        let (oh, ow, c_out) = (h.div_ceil(s), w.div_ceil(s), self.c_out);
+        let depth = self.kernel * self.kernel * c;
+        let weights = MatRef::from_row_major_slice(&self.weights, depth, c_out);
+        let block = pixels_per_block(c_out);
+        let mut out = output_buffer(n * oh * ow * c_out);
+        out.par_chunks_mut(block * c_out).enumerate().for_each_init(
+            Vec::new,
+            |patches, (i, dst)| {
+                let rows = dst.len() / c_out;
+                patches.resize(rows * depth, 0.0);
+                for (r, patch) in patches.chunks_exact_mut(depth).enumerate() {
+                    let pixel = i * block + r;
+                    let image = &input[pixel / (oh * ow) * c * h * w..][..c * h * w];
+                    self.patch(image, (h, w), (pixel / ow % oh, pixel % ow), patch);
+                }
+                let patches = &patches[..rows * depth];
+                product(dst, patches, weights, (&self.bias, self.act), None);
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c_out))))
+    }
+}
+
+/// Output pixels per parallel block of a product: enough rows that packing the weights once per
+/// block costs little next to the product, few enough that the block stays in cache.
+fn pixels_per_block(c_out: usize) -> usize {
+    MIN_PIXELS_PER_BLOCK.max(MIN_VALUES_PER_TASK.div_ceil(c_out))
+}
+
+/// `dst = act(lhs × rhs + bias) (+ residual)`, `dst` being `rows × C_out`, `lhs` `rows × depth`
+/// and `residual` like `dst`, row-major. The sums and the activation run on the block the product
+/// has just written, while it is in cache.
+fn product(
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: MatRef<'_, f32>,
+    (bias, act): (&[f32], Activation),
+    residual: Option<&[f32]>,
+) {
+    let (depth, c_out) = (rhs.nrows(), rhs.ncols());
+    let rows = dst.len() / c_out;
+    let lhs = MatRef::from_row_major_slice(lhs, rows, depth);
+    let out = MatMut::from_row_major_slice_mut(dst, rows, c_out);
+    matmul(out, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+    match residual {
+        Some(residual) => {
+            for (d, r) in dst
+                .chunks_exact_mut(c_out)
+                .zip(residual.chunks_exact(c_out))
+            {
+                for ((d, &r), &b) in d.iter_mut().zip(r).zip(bias) {
+                    *d = act.apply(*d + b) + r;
+                }
+            }
+        }
+        None => {
+            for d in dst.chunks_exact_mut(c_out) {
+                for (d, &b) in d.iter_mut().zip(bias) {
+                    *d = act.apply(*d + b);
+                }
+            }
+        }
+    }
+}
+
+/// A 1×1 convolution with bias and activation on NHWC, `(N, H, W, C_in)` → `(N, H, W, C_out)`,
+/// optionally plus a residual after the activation (the projection of an MBConv block).
+///
+/// One matrix product `(N·H·W, C_in) × (C_in, C_out)` over the whole batch, cut into blocks of
+/// pixels run in parallel; bias, activation and residual are applied to each block right after
+/// its product ([`product`]), instead of as three more ops each writing a new tensor. faer rather
+/// than candle's `matmul` because it writes into a buffer we allocate: candle's product zeroes its
+/// output with `calloc`, which jemalloc serves with fresh pages (a page fault per 4 KiB written,
+/// a quarter of the network's time).
+pub struct Pointwise {
+    c_in: usize,
+    c_out: usize,
+    /// `(C_in, C_out)` row-major: the product's right-hand side.
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    act: Activation,
+}
+
+/// Pixels per parallel block of a product at least (see [`pixels_per_block`]).
+const MIN_PIXELS_PER_BLOCK: usize = 256;
+
+impl Pointwise {
+    /// `weight` is PyTorch's `(C_out, C_in, 1, 1)`, `bias` `(C_out)`.
+    pub fn new(weight: &Tensor, bias: &Tensor, act: Activation) -> candle_core::Result<Pointwise> {
+        let (c_out, c_in, one, one2) = weight.dims4()?;
+        if (one, one2) != (1, 1) {
+            candle_core::bail!(
+                "pointwise weight {:?}: expected a 1×1 kernel",
+                weight.dims()
+            );
+        }
+        Ok(Pointwise {
+            c_in,
+            c_out,
+            weight: weight
+                .reshape((c_out, c_in))?
+                .t()?
+                .flatten_all()?
+                .to_vec1()?,
+            bias: bias.to_vec1()?,
+            act,
+        })
+    }
+
+    /// `(N, H, W, C_in)` → `(N, H, W, C_out)`; `residual`, if any, is `(N, H, W, C_out)`.
+    pub fn forward(&self, x: &Tensor, residual: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let x = x.contiguous()?;
+        match residual {
+            None => x.apply_op1_no_bwd(self),
+            Some(residual) => x.apply_op2_no_bwd(&residual.contiguous()?, &WithResidual(self)),
+        }
+    }
+
+    /// The output for `input` (`pixels × C_in`), plus `residual` (`pixels × C_out`) if any.
+    fn run(&self, input: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
+        let (c_in, c_out) = (self.c_in, self.c_out);
+        let pixels = input.len() / c_in;
+        let block = pixels_per_block(c_out);
+        let weight = MatRef::from_row_major_slice(&self.weight, c_in, c_out);
+        let mut out = output_buffer(pixels * c_out);
+        out.par_chunks_mut(block * c_out)
+            .enumerate()
+            .for_each(|(i, dst)| {
+                let rows = dst.len() / c_out;
+                let residual = residual.map(|r| &r[i * block * c_out..][..dst.len()]);
+                let input = &input[i * block * c_in..][..rows * c_in];
+                product(dst, input, weight, (&self.bias, self.act), residual);
+            });
+        out
+    }
+
+    /// The input's pixel count, checking its channels.
+    fn pixels(&self, layout: &Layout) -> candle_core::Result<(usize, usize, usize)> {
+        let (n, h, w, c) = layout.shape().dims4()?;
+        if c != self.c_in {
+            candle_core::bail!(
+                "pointwise convolution: {c} channels, weights for {}",
+                self.c_in
+            );
+        }
+        Ok((n, h, w))
+    }
+}
+
+impl CustomOp1 for Pointwise {
+    fn name(&self) -> &'static str {
+        "pointwise-conv-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, h, w) = self.pixels(layout)?;
+        let input = contiguous_f32(storage, layout, self.name())?;
+        let out = self.run(input, None);
+        Ok((CpuStorage::F32(out), Shape::from((n, h, w, self.c_out))))
+    }
+}
+
+/// [`Pointwise`] plus a residual, as a two-input op.
+struct WithResidual<'a>(&'a Pointwise);
+
+impl CustomOp2 for WithResidual<'_> {
+    fn name(&self) -> &'static str {
+        "pointwise-conv-nhwc-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let op = self.0;
+        let (n, h, w) = op.pixels(layout)?;
+        if residual_layout.shape().dims() != [n, h, w, op.c_out] {
+            candle_core::bail!(
+                "pointwise convolution: residual {:?} for output {:?}",
+                residual_layout.dims(),
+                (n, h, w, op.c_out)
+            );
+        }
+        let input = contiguous_f32(storage, layout, self.name())?;
+        let residual = contiguous_f32(residual, residual_layout, self.name())?;
+        let out = op.run(input, Some(residual));
+        Ok((CpuStorage::F32(out), Shape::from((n, h, w, op.c_out))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    fn nhwc(x: &Tensor) -> candle_core::Result<Tensor> {
+        x.permute((0, 2, 3, 1))?.contiguous()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
+        (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+    }
+
+    /// candle's convolution on explicitly padded NCHW input, plus bias, then ReLU6 if asked.
+    fn reference(
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        (stride, groups, act): (usize, usize, Activation),
+    ) -> candle_core::Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let k = weight.dim(2)?;
+        let (t, b) = same_padding(h, k, stride);
+        let (l, r) = same_padding(w, k, stride);
+        let padded = x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?;
+        let y = padded
+            .conv2d(weight, 0, stride, 1, groups)?
+            .broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+        match act {
+            Activation::Identity => Ok(y),
+            Activation::Relu6 => y.clamp(0f32, 6f32),
+        }
+    }
+
+    #[test]
+    fn same_padding_puts_the_odd_pixel_after() {
+        assert_eq!(same_padding(224, 3, 2), (0, 1));
+        assert_eq!(same_padding(112, 3, 1), (1, 1));
+        assert_eq!(same_padding(28, 5, 2), (1, 2));
+        assert_eq!(same_padding(7, 1, 1), (0, 0));
+    }
+
+    /// Shapes cover full channel blocks and a remainder, both strides, both kernel sizes, odd
+    /// and even sizes, and images smaller than the kernel.
+    #[test]
+    fn depthwise_matches_grouped_conv2d() -> candle_core::Result<()> {
+        let device = Device::Cpu;
+        for (k, s, h, w, c) in [
+            (3, 1, 7, 6, 3),
+            (5, 2, 9, 8, 16),
+            (3, 2, 8, 8, 21),
+            (5, 1, 5, 4, 40),
+            (5, 1, 3, 2, 32),
+            (3, 1, 9, 10, 48),
+        ] {
+            for act in [Activation::Identity, Activation::Relu6] {
+                let x = Tensor::randn(0f32, 3.0, (2, c, h, w), &device)?;
+                let weight = Tensor::randn(0f32, 1.0, (c, 1, k, k), &device)?;
+                let bias = Tensor::randn(0f32, 1.0, c, &device)?;
+                let ours = nhwc(&x)?.apply_op1_no_bwd(&Depthwise::new(&weight, &bias, s, act)?)?;
+                let expected = nhwc(&reference(&x, &weight, &bias, (s, c, act))?)?;
+                assert_eq!(ours.dims(), expected.dims());
+                let diff = max_diff(&ours, &expected)?;
+                assert!(diff < 1e-4, "k{k} s{s} {h}x{w}x{c} {act:?}: {diff}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn input_conv_matches_conv2d() -> candle_core::Result<()> {
+        let device = Device::Cpu;
+        for (k, s, h, w, c_out) in [(3, 2, 40, 37, 32), (3, 1, 5, 6, 20), (5, 2, 7, 7, 3)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &device)?;
+            let weight = Tensor::randn(0f32, 1.0, (c_out, 3, k, k), &device)?;
+            let bias = Tensor::randn(0f32, 1.0, c_out, &device)?;
+            let op = InputConv::new(&weight, &bias, s, Activation::Relu6)?;
+            let ours = x.apply_op1_no_bwd(&op)?;
+            let expected = nhwc(&reference(&x, &weight, &bias, (s, 1, Activation::Relu6))?)?;
+            assert_eq!(ours.dims(), expected.dims());
+            let diff = max_diff(&ours, &expected)?;
+            assert!(diff < 1e-4, "k{k} s{s} {h}x{w}→{c_out}: {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn pointwise_matches_conv2d_with_and_without_residual() -> candle_core::Result<()> {
+        let device = Device::Cpu;
+        let (c_in, c_out) = (24, 40);
+        // 3 × 13 × 17 pixels: more than one parallel block, the last one partial.
+        let x = Tensor::randn(0f32, 1.0, (3, c_in, 13, 17), &device)?;
+        let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, 1, 1), &device)?;
+        let bias = Tensor::randn(0f32, 1.0, c_out, &device)?;
+        for act in [Activation::Identity, Activation::Relu6] {
+            let op = Pointwise::new(&weight, &bias, act)?;
+            let expected = nhwc(&reference(&x, &weight, &bias, (1, 1, act))?)?;
+            let diff = max_diff(&op.forward(&nhwc(&x)?, None)?, &expected)?;
+            assert!(diff < 1e-4, "{act:?}: {diff}");
+        }
+        let residual = Tensor::randn(0f32, 1.0, (3, 13, 17, c_out), &device)?;
+        for act in [Activation::Identity, Activation::Relu6] {
+            let op = Pointwise::new(&weight, &bias, act)?;
+            let expected = nhwc(&reference(&x, &weight, &bias, (1, 1, act))?)?;
+            let with_residual = op.forward(&nhwc(&x)?, Some(&residual))?;
+            let diff = max_diff(&with_residual, &(expected + &residual)?)?;
+            assert!(diff < 1e-4, "{act:?} + residual: {diff}");
+        }
+        let op = Pointwise::new(&weight, &bias, Activation::Identity)?;
+        let wrong = residual.narrow(3, 0, c_out - 1)?;
+        assert!(op.forward(&nhwc(&x)?, Some(&wrong)).is_err());
+        Ok(())
+    }
+}
