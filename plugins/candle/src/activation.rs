@@ -1,55 +1,90 @@
-//! The exact (erf) GELU of transformers' `"gelu"`, computed fast on the CPU.
+//! The activations the fused CPU ops apply ([`Activation`]), among them the exact (erf) GELU of
+//! transformers' `"gelu"`, computed fast.
 //!
 //! candle's `gelu_erf` evaluates a scalar `erf` per element on one thread; in MiniLM and MPNet
 //! that made the activation of the feed-forward layers (4 × hidden values per token) a tenth of
 //! the whole forward pass. Here `erf` is a rational approximation that needs only multiplies,
-//! adds and one divide (so the compiler vectorises it), evaluated in parallel chunks.
+//! adds and one divide, so the compiler vectorises it inside the dense layer's loop.
 //!
 //! The approximation is the minimax rational function on [-4, 4] (erf is ±1 to f32 precision
 //! beyond) used by vectorised math libraries such as Eigen; its error is a few f32 ulps, far below
 //! the parity tolerance against PyTorch.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-/// `x · Φ(x)` elementwise, as `Tensor::gelu_erf` but vectorised and parallel for contiguous f32
-/// tensors (others fall back to candle's own op).
-pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
-    if xs.dtype() == candle_core::DType::F32 && xs.is_contiguous() {
-        xs.apply_op1_no_bwd(&GeluErf)
-    } else {
-        xs.gelu_erf()
-    }
+/// What follows a layer's bias: applied elementwise inside the fused ops ([`crate::dense`],
+/// [`crate::vision::conv`]), so it costs no pass of its own over the activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x · Φ(x)`, transformers' `"gelu"`.
+    GeluErf,
+    /// GELU's tanh approximation, transformers' `"gelu_new"` (candle's `gelu`).
+    GeluTanh,
 }
 
-/// Elements per parallel task: large enough that scheduling costs nothing next to the arithmetic.
-const CHUNK: usize = 1 << 14;
+/// Evaluates `body` with `f` bound to `activation` as a closure of its own type, once per
+/// variant, so that a loop in `body` is compiled (and vectorised) for each activation instead of
+/// testing the variant on every element.
+macro_rules! with_activation {
+    ($activation:expr, |$f:ident| $body:expr) => {
+        match $activation {
+            Activation::Identity => {
+                let $f = |x: f32| x;
+                $body
+            }
+            Activation::Relu => {
+                let $f = |x: f32| Activation::Relu.apply(x);
+                $body
+            }
+            Activation::Relu6 => {
+                let $f = |x: f32| Activation::Relu6.apply(x);
+                $body
+            }
+            Activation::GeluErf => {
+                let $f = |x: f32| Activation::GeluErf.apply(x);
+                $body
+            }
+            Activation::GeluTanh => {
+                let $f = |x: f32| Activation::GeluTanh.apply(x);
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_activation;
 
-struct GeluErf;
-
-impl CustomOp1 for GeluErf {
-    fn name(&self) -> &'static str {
-        "gelu-erf-fast"
+impl Activation {
+    /// `v = act(v)` for every value.
+    #[inline(always)]
+    pub fn apply_all(self, values: &mut [f32]) {
+        with_activation!(self, |act| values.iter_mut().for_each(|v| *v = act(*v)))
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(values) = storage else {
-            candle_core::bail!("gelu-erf-fast: f32 input expected")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu-erf-fast: contiguous input expected")
-        };
-        let input = &values[start..end];
-        let mut output = vec![0.0f32; input.len()];
-        output
-            .par_chunks_mut(CHUNK)
-            .zip(input.par_chunks(CHUNK))
-            .for_each(|(out, x)| {
-                for (o, &x) in out.iter_mut().zip(x) {
-                    *o = gelu(x);
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Identity => x,
+            Activation::Relu => {
+                if x > 0.0 {
+                    x
+                } else {
+                    0.0
                 }
-            });
-        Ok((CpuStorage::F32(output), layout.shape().clone()))
+            }
+            // Compares rather than `f32::clamp`'s NaN rules, so that it vectorises to max/min.
+            Activation::Relu6 => {
+                let x = if x > 0.0 { x } else { 0.0 };
+                if x < 6.0 { x } else { 6.0 }
+            }
+            Activation::GeluErf => gelu(x),
+            Activation::GeluTanh => {
+                let inner = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044_715 * x * x * x);
+                0.5 * x * (1.0 + inner.tanh())
+            }
+        }
     }
 }
 
@@ -86,8 +121,9 @@ fn erf(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::{Device, Tensor};
+
     use super::*;
-    use candle_core::Device;
 
     /// erf by its Maclaurin series in f64 (converges fast for |x| ≤ 3), independent of both
     /// implementations under test.
@@ -116,14 +152,14 @@ mod tests {
     }
 
     #[test]
-    fn gelu_agrees_with_candles_exact_op() -> Result<()> {
+    fn gelu_agrees_with_candles_exact_op() -> candle_core::Result<()> {
         let values: Vec<f32> = (0..70_000)
             .map(|i| (i as f32 - 35_000.0) / 3000.0)
             .collect();
-        let xs = Tensor::from_vec(values, (7, 10_000), &Device::Cpu)?;
-        let ours = gelu_erf(&xs)?.flatten_all()?.to_vec1::<f32>()?;
-        let theirs = xs.gelu_erf()?.flatten_all()?.to_vec1::<f32>()?;
-        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        let xs = Tensor::from_vec(values.clone(), values.len(), &Device::Cpu)?;
+        let theirs = xs.gelu_erf()?.to_vec1::<f32>()?;
+        for (i, (&x, b)) in values.iter().zip(&theirs).enumerate() {
+            let a = Activation::GeluErf.apply(x);
             // A few f32 ulps of the result (of 1 where it is small: far in the negative tail
             // candle's erf rounds to -1 and gives 0, ours leaves up to ~5e-7).
             assert!(
@@ -131,11 +167,27 @@ mod tests {
                 "element {i}: {a} vs {b}"
             );
         }
-        // A non-contiguous view takes candle's path and gives the same values.
-        let transposed = xs.t()?;
-        let (ours, theirs) = (gelu_erf(&transposed)?, transposed.gelu_erf()?);
-        let diff = (ours - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert_eq!(diff, 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn the_others_agree_with_candles_ops() -> candle_core::Result<()> {
+        let values: Vec<f32> = (0..2_000).map(|i| (i as f32 - 1_000.0) / 100.0).collect();
+        let xs = Tensor::from_vec(values.clone(), values.len(), &Device::Cpu)?;
+        for (act, theirs) in [
+            (Activation::Identity, xs.clone()),
+            (Activation::Relu, xs.relu()?),
+            (Activation::Relu6, xs.clamp(0f32, 6f32)?),
+            (Activation::GeluTanh, xs.gelu()?),
+        ] {
+            for (&x, b) in values.iter().zip(theirs.to_vec1::<f32>()?) {
+                let a = act.apply(x);
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                    "{act:?}({x}): {a} vs {b}"
+                );
+            }
+        }
         Ok(())
     }
 }

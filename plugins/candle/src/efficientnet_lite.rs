@@ -19,10 +19,11 @@ use candle_core::{Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use serde::Deserialize;
 
+use crate::dense::Dense;
 use crate::error::Error;
 use crate::family::{self, Family, Model};
 use crate::files::{load_safetensors, read_json, unsupported};
-use crate::vision::conv::{Activation, Depthwise, InputConv, Pointwise};
+use crate::vision::conv::{Activation, Depthwise, InputConv, pointwise};
 use crate::vision::{ClassifierOptions, ImageEncoder, Output, Preprocess, VisionModel};
 
 /// `config.json` of an EfficientNet-Lite store entry; the keys are EfficientNet-PyTorch's
@@ -190,7 +191,7 @@ const HEAD_FILTERS: usize = 1280;
 /// everything after it is NHWC.
 enum ConvBn {
     Stem(InputConv),
-    Pointwise(Pointwise),
+    Pointwise(Dense),
     Depthwise(Depthwise),
 }
 
@@ -226,7 +227,7 @@ impl ConvBn {
         let parameters = (weight.elem_count() + 2 * c_out) as u64;
         let conv = match kind {
             ConvKind::Stem => ConvBn::Stem(InputConv::new(&weight, &bias, stride, act)?),
-            ConvKind::Pointwise => ConvBn::Pointwise(Pointwise::new(&weight, &bias, act)?),
+            ConvKind::Pointwise => ConvBn::Pointwise(pointwise(&weight, &bias, act)?),
             ConvKind::Depthwise => ConvBn::Depthwise(Depthwise::new(&weight, &bias, stride, act)?),
         };
         Ok((conv, parameters))

@@ -6,12 +6,17 @@
 //! ([`AttentionNames`]) and in what the bias holds (MPNet adds its relative position bias to the
 //! padding mask). Dropout is an identity at inference and is left out.
 //!
-//! Speed: the activation is [`crate::activation::gelu_erf`] (vectorised, parallel), and every
-//! linear layer keeps its weight transposed in memory, so candle's matmul reads it contiguously.
+//! Speed: every linear layer is a fused [`Dense`] op: query, key and value are one product (the
+//! attention's 1/√head_size folded into the query weights), the feed-forward activation
+//! ([`Activation::GeluErf`], vectorised) and both residual sums are applied as each block of the
+//! product is written, and no output is zeroed through `calloc`.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder, layer_norm};
+use candle_nn::{LayerNorm, VarBuilder, layer_norm};
 use candle_transformers::models::bert::HiddenAct;
+
+use crate::activation::Activation;
+use crate::dense::Dense;
 
 /// The sizes and activation of one layer, from the model's `config.json`.
 #[derive(Clone, Copy, Debug)]
@@ -34,15 +39,14 @@ pub struct AttentionNames {
 
 /// A post-LN encoder layer, loaded from `layer.N`.
 pub struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    output: Linear,
+    /// Query, key and value side by side: `(…, hidden)` → `(…, 3 · hidden)`.
+    query_key_value: Dense,
+    output: Dense,
     attention_norm: LayerNorm,
-    intermediate: Linear,
-    feed_forward_output: Linear,
+    /// Includes the activation.
+    intermediate: Dense,
+    feed_forward_output: Dense,
     output_norm: LayerNorm,
-    hidden_act: HiddenAct,
     heads: usize,
     head_size: usize,
 }
@@ -62,16 +66,27 @@ impl Layer {
             );
         }
         let attention = vb.pp("attention");
+        let linear = |vb: VarBuilder, (d_in, d_out), act| Dense::load(d_in, d_out, vb, act);
+        let square = (hidden, hidden);
+        let identity = Activation::Identity;
+        // The attention scores' 1/√head_size, folded into the query projection.
+        let scale = 1.0 / ((hidden / heads) as f32).sqrt();
+        let query_key_value = Dense::concatenated(&[
+            linear(attention.pp(names.query), square, identity)?.scaled(scale),
+            linear(attention.pp(names.key), square, identity)?,
+            linear(attention.pp(names.value), square, identity)?,
+        ])?;
         Ok(Self {
-            query: linear(hidden, hidden, attention.pp(names.query))?,
-            key: linear(hidden, hidden, attention.pp(names.key))?,
-            value: linear(hidden, hidden, attention.pp(names.value))?,
-            output: linear(hidden, hidden, attention.pp(names.output))?,
+            query_key_value,
+            output: linear(attention.pp(names.output), square, identity)?,
             attention_norm: layer_norm(hidden, eps, attention.pp(names.layer_norm))?,
-            intermediate: linear(hidden, intermediate, vb.pp("intermediate.dense"))?,
-            feed_forward_output: linear(intermediate, hidden, vb.pp("output.dense"))?,
+            intermediate: linear(
+                vb.pp("intermediate.dense"),
+                (hidden, intermediate),
+                activation(dims.hidden_act),
+            )?,
+            feed_forward_output: linear(vb.pp("output.dense"), (intermediate, hidden), identity)?,
             output_norm: layer_norm(hidden, eps, vb.pp("output.LayerNorm"))?,
-            hidden_act: dims.hidden_act,
             heads,
             head_size: hidden / heads,
         })
@@ -81,54 +96,46 @@ impl Layer {
     /// broadcastable to (batch, heads, seq, seq).
     pub fn forward(&self, hidden_states: &Tensor, attention_bias: &Tensor) -> Result<Tensor> {
         let attended = self.attention(hidden_states, attention_bias)?;
-        let attended = self.attention_norm.forward(&(attended + hidden_states)?)?;
-        let expanded = activation(self.hidden_act, &self.intermediate.forward(&attended)?)?;
-        let projected = self.feed_forward_output.forward(&expanded)?;
-        self.output_norm.forward(&(projected + attended)?)
+        let attended = self.attention_norm.forward(&attended)?;
+        let expanded = self.intermediate.forward(&attended, None)?;
+        let projected = (self.feed_forward_output).forward(&expanded, Some(&attended))?;
+        self.output_norm.forward(&projected)
     }
 
+    /// Self-attention plus the residual `hidden_states` (before the LayerNorm).
     fn attention(&self, hidden_states: &Tensor, attention_bias: &Tensor) -> Result<Tensor> {
         let (batch, seq, _) = hidden_states.dims3()?;
-        let q = self.split_heads(&self.query.forward(hidden_states)?)?;
-        let k = self.split_heads(&self.key.forward(hidden_states)?)?;
-        let v = self.split_heads(&self.value.forward(hidden_states)?)?;
-        let scores = (q.matmul(&k.t()?)? / (self.head_size as f64).sqrt())?;
+        let qkv = self.query_key_value.forward(hidden_states, None)?;
+        let [q, k, v] = self.split_heads(&qkv)?;
+        let scores = q.matmul(&k.t()?)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(attention_bias)?)?;
         let context = probs
             .matmul(&v)?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((batch, seq, ()))?;
-        self.output.forward(&context)
+        self.output.forward(&context, Some(hidden_states))
     }
 
-    /// (batch, seq, hidden) -> (batch, heads, seq, head_size), contiguous.
-    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
-        let (batch, seq, _) = xs.dims3()?;
-        xs.reshape((batch, seq, self.heads, self.head_size))?
-            .transpose(1, 2)?
-            .contiguous()
+    /// (batch, seq, 3 · hidden) -> query, key and value, each (batch, heads, seq, head_size)
+    /// and contiguous, from one copy.
+    fn split_heads(&self, qkv: &Tensor) -> Result<[Tensor; 3]> {
+        let (batch, seq, _) = qkv.dims3()?;
+        let heads = qkv
+            .reshape((batch, seq, 3, self.heads, self.head_size))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        Ok([heads.get(0)?, heads.get(1)?, heads.get(2)?])
     }
 }
 
-/// `nn.Linear(in_dim, out_dim)` from `weight` (out_dim, in_dim) and `bias`.
-///
-/// The weight is kept as a transposed view of a contiguous (in_dim, out_dim) copy: candle's
-/// `Linear` multiplies by `weight.t()`, which is then row-major, and gemm runs MPNet's 3072 -> 768
-/// output projection ~1.5x faster that way. Same products up to float rounding; the copy is made
-/// once at load.
-pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    let weight = vb.get((out_dim, in_dim), "weight")?;
-    let bias = vb.get(out_dim, "bias")?;
-    Ok(Linear::new(weight.t()?.contiguous()?.t()?, Some(bias)))
-}
-
-fn activation(act: HiddenAct, xs: &Tensor) -> Result<Tensor> {
+/// The fused activation for a config's `hidden_act`.
+fn activation(act: HiddenAct) -> Activation {
     match act {
         // transformers' "gelu" is the exact (erf) form.
-        HiddenAct::Gelu => crate::activation::gelu_erf(xs),
-        HiddenAct::GeluApproximate => xs.gelu(),
-        HiddenAct::Relu => xs.relu(),
+        HiddenAct::Gelu => Activation::GeluErf,
+        HiddenAct::GeluApproximate => Activation::GeluTanh,
+        HiddenAct::Relu => Activation::Relu,
     }
 }
 

@@ -3,7 +3,8 @@
 //! Activations are `(N, H, W, C)` f32 tensors (NHWC), not candle's usual NCHW, because every op
 //! of an inverted-residual network is then a loop over contiguous channels:
 //! - a 1×1 convolution is one matrix product `(N·H·W, C_in) × (C_in, C_out)` for the whole batch
-//!   ([`Pointwise`]): no im2col, and the late 7×7 layers are no longer 32 tiny products;
+//!   ([`pointwise`], a [`Dense`] layer): no im2col, and the late 7×7 layers are no longer 32
+//!   tiny products;
 //! - a depthwise convolution multiplies a channel vector of the input by a channel vector of the
 //!   kernel per tap ([`Depthwise`]), which the compiler vectorises whatever the stride;
 //! - bias, ReLU6 and the residual sum are fused into the convolutions instead of three more
@@ -15,32 +16,16 @@
 
 use std::ops::Range;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use faer::MatRef;
 use rayon::prelude::*;
 
-/// What follows a convolution's bias.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    Identity,
-    /// `min(max(x, 0), 6)`.
-    Relu6,
-}
-
-impl Activation {
-    #[inline(always)]
-    fn apply(self, x: f32) -> f32 {
-        match self {
-            Activation::Identity => x,
-            // Compares rather than `f32::clamp`'s NaN rules, so that it vectorises to max/min.
-            Activation::Relu6 => {
-                let x = if x > 0.0 { x } else { 0.0 };
-                if x < 6.0 { x } else { 6.0 }
-            }
-        }
-    }
-}
+pub use crate::activation::Activation;
+use crate::activation::with_activation;
+use crate::dense::{
+    Dense, MIN_VALUES_PER_TASK, contiguous_f32, output_buffer, product, rows_per_block,
+};
+use crate::simd::vectorized;
 
 /// TF "same" padding along one axis: `(before, after)` so that the output is `ceil(size / stride)`.
 pub fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
@@ -66,35 +51,6 @@ fn valid_taps(
 /// the taps of a pixel, instead of a load and a store of the output per tap.
 const BLOCK: usize = 16;
 
-/// Output values per parallel task at least (a 7×7 layer has few, short rows).
-const MIN_VALUES_PER_TASK: usize = 1 << 14;
-
-/// A zeroed output buffer of `len` values, allocated without `calloc` and zeroed in parallel.
-/// jemalloc serves a large `calloc` by handing the pages back to the kernel (`MADV_DONTNEED`) to
-/// get them zeroed, so an op paid a page fault per 4 KiB written; a plain allocation reuses freed
-/// pages as they are. (A sequential `resize` would be turned back into `calloc` by LLVM, and it
-/// left the other threads idle.)
-fn output_buffer(len: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    out.par_extend(rayon::iter::repeat_n(0.0, len));
-    out
-}
-
-/// The contiguous f32 data of a tensor's storage.
-fn contiguous_f32<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: f32 input expected");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: contiguous input expected");
-    };
-    Ok(&data[start..end])
-}
-
 /// `acc[j] += weights[j] · inputs[j]`: one tap over a block of `L` channels. `L` is [`BLOCK`] for
 /// full blocks (the accumulators stay in registers across a pixel's taps) or 1 for a remainder.
 #[inline(always)]
@@ -106,9 +62,9 @@ fn multiply_add<const L: usize>(acc: &mut [f32; L], weights: &[f32; L], inputs: 
 
 /// Writes `act(acc)` to `out`.
 #[inline(always)]
-fn store<const L: usize>(out: &mut [f32], acc: [f32; L], act: Activation) {
+fn store<const L: usize>(out: &mut [f32], acc: [f32; L], act: impl Fn(f32) -> f32) {
     for (o, a) in out.iter_mut().zip(acc) {
-        *o = act.apply(a);
+        *o = act(a);
     }
 }
 
@@ -156,23 +112,35 @@ impl Depthwise {
     }
 
     /// One output row `oy` of one image (`input` is that image, `(H, W, C)`).
-    fn row(&self, input: &[f32], dims: (usize, usize, usize), oy: usize, out: &mut [f32]) {
+    /// `act` is the layer's activation. (Inlined, like everything it calls, into the
+    /// [`vectorized`] closure.)
+    #[inline(always)]
+    fn row(
+        &self,
+        input: &[f32],
+        dims: (usize, usize, usize),
+        oy: usize,
+        out: &mut [f32],
+        act: impl Fn(f32) -> f32,
+    ) {
         match self.kernel {
-            3 => self.row_with::<3>(input, dims, oy, out),
-            5 => self.row_with::<5>(input, dims, oy, out),
-            _ => self.row_with::<0>(input, dims, oy, out),
+            3 => self.row_with::<3>(input, dims, oy, out, act),
+            5 => self.row_with::<5>(input, dims, oy, out, act),
+            _ => self.row_with::<0>(input, dims, oy, out, act),
         }
     }
 
     /// [`Depthwise::row`], with the kernel size `K` known at compile time (0: not), so that the
     /// window of a pixel away from the borders is a fixed, unrolled run of taps with constant
     /// offsets; pixels on the borders skip the taps that fall into the padding.
+    #[inline(always)]
     fn row_with<const K: usize>(
         &self,
         input: &[f32],
         (h, w, c): (usize, usize, usize),
         oy: usize,
         out: &mut [f32],
+        act: impl Fn(f32) -> f32,
     ) {
         let (k, s) = (self.kernel, self.stride);
         let (top, _) = same_padding(h, k, s);
@@ -196,13 +164,13 @@ impl Depthwise {
                 } else {
                     self.border(&mut acc, input, (w, c), origin, (&rows, &columns), c0);
                 }
-                store(out, acc, self.act);
+                store(out, acc, &act);
             }
             for (j, out) in rest.chunks_exact_mut(1).enumerate() {
                 let c0 = blocks + j;
                 let mut acc: [f32; 1] = *block(&self.bias, c0);
                 self.border(&mut acc, input, (w, c), origin, (&rows, &columns), c0);
-                store(out, acc, self.act);
+                store(out, acc, &act);
             }
         }
     }
@@ -283,7 +251,18 @@ impl CustomOp1 for Depthwise {
                         (task * rows_per_task + i) % oh,
                     );
                     let image = &input[image * h * w * c..][..h * w * c];
-                    self.row(image, (h, w, c), oy, row);
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            with_activation!(self.act, |act| self.row(
+                                image,
+                                (h, w, c),
+                                oy,
+                                row,
+                                act
+                            ))
+                        },
+                    );
                 }
             });
         Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
@@ -294,7 +273,7 @@ impl CustomOp1 for Depthwise {
 /// written NHWC: `(N, C_in, H, W)` → `(N, ⌈H/s⌉, ⌈W/s⌉, C_out)`. Meant for the stem (3 input
 /// channels): each block of output pixels gathers its k·k·C_in input values (im2col, into a
 /// buffer that stays in cache) and takes one product with the `(k·k·C_in, C_out)` weights, as
-/// [`Pointwise`] does.
+/// [`Dense`] does.
 pub struct InputConv {
     kernel: usize,
     stride: usize,
@@ -377,7 +356,7 @@ impl CustomOp1 for InputConv {
         let (oh, ow, c_out) = (h.div_ceil(s), w.div_ceil(s), self.c_out);
         let depth = self.kernel * self.kernel * c;
         let weights = MatRef::from_row_major_slice(&self.weights, depth, c_out);
-        let block = pixels_per_block(c_out);
+        let block = rows_per_block(c_out);
         let mut out = output_buffer(n * oh * ow * c_out);
         out.par_chunks_mut(block * c_out).enumerate().for_each_init(
             Vec::new,
@@ -397,178 +376,19 @@ impl CustomOp1 for InputConv {
     }
 }
 
-/// Output pixels per parallel block of a product: enough rows that packing the weights once per
-/// block costs little next to the product, few enough that the block stays in cache.
-fn pixels_per_block(c_out: usize) -> usize {
-    MIN_PIXELS_PER_BLOCK.max(MIN_VALUES_PER_TASK.div_ceil(c_out))
-}
-
-/// `dst = act(lhs × rhs + bias) (+ residual)`, `dst` being `rows × C_out`, `lhs` `rows × depth`
-/// and `residual` like `dst`, row-major. The sums and the activation run on the block the product
-/// has just written, while it is in cache.
-fn product(
-    dst: &mut [f32],
-    lhs: &[f32],
-    rhs: MatRef<'_, f32>,
-    (bias, act): (&[f32], Activation),
-    residual: Option<&[f32]>,
-) {
-    let (depth, c_out) = (rhs.nrows(), rhs.ncols());
-    let rows = dst.len() / c_out;
-    let lhs = MatRef::from_row_major_slice(lhs, rows, depth);
-    let out = MatMut::from_row_major_slice_mut(dst, rows, c_out);
-    matmul(out, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
-    match residual {
-        Some(residual) => {
-            for (d, r) in dst
-                .chunks_exact_mut(c_out)
-                .zip(residual.chunks_exact(c_out))
-            {
-                for ((d, &r), &b) in d.iter_mut().zip(r).zip(bias) {
-                    *d = act.apply(*d + b) + r;
-                }
-            }
-        }
-        None => {
-            for d in dst.chunks_exact_mut(c_out) {
-                for (d, &b) in d.iter_mut().zip(bias) {
-                    *d = act.apply(*d + b);
-                }
-            }
-        }
+/// A 1×1 convolution with bias and activation on NHWC, `(N, H, W, C_in)` → `(N, H, W, C_out)`
+/// (optionally plus a residual: the projection of an MBConv block), from PyTorch's
+/// `(C_out, C_in, 1, 1)` weight: a dense layer over the channels of every pixel, one matrix
+/// product `(N·H·W, C_in) × (C_in, C_out)` for the whole batch.
+pub fn pointwise(weight: &Tensor, bias: &Tensor, act: Activation) -> candle_core::Result<Dense> {
+    let (c_out, c_in, one, one2) = weight.dims4()?;
+    if (one, one2) != (1, 1) {
+        candle_core::bail!(
+            "pointwise weight {:?}: expected a 1×1 kernel",
+            weight.dims()
+        );
     }
-}
-
-/// A 1×1 convolution with bias and activation on NHWC, `(N, H, W, C_in)` → `(N, H, W, C_out)`,
-/// optionally plus a residual after the activation (the projection of an MBConv block).
-///
-/// One matrix product `(N·H·W, C_in) × (C_in, C_out)` over the whole batch, cut into blocks of
-/// pixels run in parallel; bias, activation and residual are applied to each block right after
-/// its product ([`product`]), instead of as three more ops each writing a new tensor. faer rather
-/// than candle's `matmul` because it writes into a buffer we allocate: candle's product zeroes its
-/// output with `calloc`, which jemalloc serves with fresh pages (a page fault per 4 KiB written,
-/// a quarter of the network's time).
-pub struct Pointwise {
-    c_in: usize,
-    c_out: usize,
-    /// `(C_in, C_out)` row-major: the product's right-hand side.
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    act: Activation,
-}
-
-/// Pixels per parallel block of a product at least (see [`pixels_per_block`]).
-const MIN_PIXELS_PER_BLOCK: usize = 256;
-
-impl Pointwise {
-    /// `weight` is PyTorch's `(C_out, C_in, 1, 1)`, `bias` `(C_out)`.
-    pub fn new(weight: &Tensor, bias: &Tensor, act: Activation) -> candle_core::Result<Pointwise> {
-        let (c_out, c_in, one, one2) = weight.dims4()?;
-        if (one, one2) != (1, 1) {
-            candle_core::bail!(
-                "pointwise weight {:?}: expected a 1×1 kernel",
-                weight.dims()
-            );
-        }
-        Ok(Pointwise {
-            c_in,
-            c_out,
-            weight: weight
-                .reshape((c_out, c_in))?
-                .t()?
-                .flatten_all()?
-                .to_vec1()?,
-            bias: bias.to_vec1()?,
-            act,
-        })
-    }
-
-    /// `(N, H, W, C_in)` → `(N, H, W, C_out)`; `residual`, if any, is `(N, H, W, C_out)`.
-    pub fn forward(&self, x: &Tensor, residual: Option<&Tensor>) -> candle_core::Result<Tensor> {
-        let x = x.contiguous()?;
-        match residual {
-            None => x.apply_op1_no_bwd(self),
-            Some(residual) => x.apply_op2_no_bwd(&residual.contiguous()?, &WithResidual(self)),
-        }
-    }
-
-    /// The output for `input` (`pixels × C_in`), plus `residual` (`pixels × C_out`) if any.
-    fn run(&self, input: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
-        let (c_in, c_out) = (self.c_in, self.c_out);
-        let pixels = input.len() / c_in;
-        let block = pixels_per_block(c_out);
-        let weight = MatRef::from_row_major_slice(&self.weight, c_in, c_out);
-        let mut out = output_buffer(pixels * c_out);
-        out.par_chunks_mut(block * c_out)
-            .enumerate()
-            .for_each(|(i, dst)| {
-                let rows = dst.len() / c_out;
-                let residual = residual.map(|r| &r[i * block * c_out..][..dst.len()]);
-                let input = &input[i * block * c_in..][..rows * c_in];
-                product(dst, input, weight, (&self.bias, self.act), residual);
-            });
-        out
-    }
-
-    /// The input's pixel count, checking its channels.
-    fn pixels(&self, layout: &Layout) -> candle_core::Result<(usize, usize, usize)> {
-        let (n, h, w, c) = layout.shape().dims4()?;
-        if c != self.c_in {
-            candle_core::bail!(
-                "pointwise convolution: {c} channels, weights for {}",
-                self.c_in
-            );
-        }
-        Ok((n, h, w))
-    }
-}
-
-impl CustomOp1 for Pointwise {
-    fn name(&self) -> &'static str {
-        "pointwise-conv-nhwc"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, h, w) = self.pixels(layout)?;
-        let input = contiguous_f32(storage, layout, self.name())?;
-        let out = self.run(input, None);
-        Ok((CpuStorage::F32(out), Shape::from((n, h, w, self.c_out))))
-    }
-}
-
-/// [`Pointwise`] plus a residual, as a two-input op.
-struct WithResidual<'a>(&'a Pointwise);
-
-impl CustomOp2 for WithResidual<'_> {
-    fn name(&self) -> &'static str {
-        "pointwise-conv-nhwc-residual"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-        residual: &CpuStorage,
-        residual_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let op = self.0;
-        let (n, h, w) = op.pixels(layout)?;
-        if residual_layout.shape().dims() != [n, h, w, op.c_out] {
-            candle_core::bail!(
-                "pointwise convolution: residual {:?} for output {:?}",
-                residual_layout.dims(),
-                (n, h, w, op.c_out)
-            );
-        }
-        let input = contiguous_f32(storage, layout, self.name())?;
-        let residual = contiguous_f32(residual, residual_layout, self.name())?;
-        let out = op.run(input, Some(residual));
-        Ok((CpuStorage::F32(out), Shape::from((n, h, w, op.c_out))))
-    }
+    Dense::new(&weight.reshape((c_out, c_in))?, bias, act)
 }
 
 #[cfg(test)]
@@ -603,6 +423,9 @@ mod tests {
         match act {
             Activation::Identity => Ok(y),
             Activation::Relu6 => y.clamp(0f32, 6f32),
+            Activation::Relu => y.relu(),
+            Activation::GeluErf => y.gelu_erf(),
+            Activation::GeluTanh => y.gelu(),
         }
     }
 
@@ -667,20 +490,20 @@ mod tests {
         let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, 1, 1), &device)?;
         let bias = Tensor::randn(0f32, 1.0, c_out, &device)?;
         for act in [Activation::Identity, Activation::Relu6] {
-            let op = Pointwise::new(&weight, &bias, act)?;
+            let op = pointwise(&weight, &bias, act)?;
             let expected = nhwc(&reference(&x, &weight, &bias, (1, 1, act))?)?;
             let diff = max_diff(&op.forward(&nhwc(&x)?, None)?, &expected)?;
             assert!(diff < 1e-4, "{act:?}: {diff}");
         }
         let residual = Tensor::randn(0f32, 1.0, (3, 13, 17, c_out), &device)?;
         for act in [Activation::Identity, Activation::Relu6] {
-            let op = Pointwise::new(&weight, &bias, act)?;
+            let op = pointwise(&weight, &bias, act)?;
             let expected = nhwc(&reference(&x, &weight, &bias, (1, 1, act))?)?;
             let with_residual = op.forward(&nhwc(&x)?, Some(&residual))?;
             let diff = max_diff(&with_residual, &(expected + &residual)?)?;
             assert!(diff < 1e-4, "{act:?} + residual: {diff}");
         }
-        let op = Pointwise::new(&weight, &bias, Activation::Identity)?;
+        let op = pointwise(&weight, &bias, Activation::Identity)?;
         let wrong = residual.narrow(3, 0, c_out - 1)?;
         assert!(op.forward(&nhwc(&x)?, Some(&wrong)).is_err());
         Ok(())

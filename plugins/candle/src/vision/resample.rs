@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::simd::vectorized;
+
 /// A resampling filter, named as PIL names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -177,44 +179,69 @@ impl Coefficients {
     fn apply_rows(&self, src: &[u8], row: usize, rows: usize) -> Vec<u8> {
         let out_width = self.bounds.len();
         let mut out = vec![0u8; rows * out_width * 3];
-        for (src_row, out_row) in src
-            .chunks_exact(row)
-            .zip(out.chunks_exact_mut(out_width * 3))
-        {
-            for (xx, pixel) in out_row.chunks_exact_mut(3).enumerate() {
-                let (min, count) = self.bounds[xx];
-                let k = &self.weights[xx * self.size..][..count];
-                for (c, value) in pixel.iter_mut().enumerate() {
-                    let sum = k.iter().enumerate().fold(0i64, |acc, (x, &w)| {
-                        acc + i64::from(src_row[(min + x) * 3 + c]) * i64::from(w)
-                    });
-                    *value = clip8(sum);
+        vectorized(
+            #[inline(always)]
+            || {
+                for (src_row, out_row) in src
+                    .chunks_exact(row)
+                    .zip(out.chunks_exact_mut(out_width * 3))
+                {
+                    for (xx, pixel) in out_row.chunks_exact_mut(3).enumerate() {
+                        let (min, count) = self.bounds[xx];
+                        let k = &self.weights[xx * self.size..][..count];
+                        let taps = src_row[min * 3..][..count * 3].chunks_exact(3);
+                        let mut sums = [ROUNDING; 3];
+                        for (rgb, &w) in taps.zip(k) {
+                            for (sum, &v) in sums.iter_mut().zip(rgb) {
+                                *sum += i32::from(v) * w;
+                            }
+                        }
+                        for (value, sum) in pixel.iter_mut().zip(sums) {
+                            *value = clip8(sum);
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
         out
     }
 
     /// The vertical pass: `src` holds rows starting at input row `first`, `row` bytes each.
+    /// Each output row sums whole input rows, so the loop runs along the row (vectorised).
     fn apply_columns(&self, src: &[u8], row: usize, first: usize) -> Vec<u8> {
         let mut out = vec![0u8; self.bounds.len() * row];
-        for (yy, out_row) in out.chunks_exact_mut(row).enumerate() {
-            let (min, count) = self.bounds[yy];
-            let k = &self.weights[yy * self.size..][..count];
-            for (i, value) in out_row.iter_mut().enumerate() {
-                let sum = k.iter().enumerate().fold(0i64, |acc, (y, &w)| {
-                    acc + i64::from(src[(min - first + y) * row + i]) * i64::from(w)
-                });
-                *value = clip8(sum);
-            }
-        }
+        let mut sums = vec![0i32; row];
+        vectorized(
+            #[inline(always)]
+            || {
+                for (yy, out_row) in out.chunks_exact_mut(row).enumerate() {
+                    let (min, count) = self.bounds[yy];
+                    let k = &self.weights[yy * self.size..][..count];
+                    sums.fill(ROUNDING);
+                    for (y, &w) in k.iter().enumerate() {
+                        let src_row = &src[(min - first + y) * row..][..row];
+                        for (sum, &v) in sums.iter_mut().zip(src_row) {
+                            *sum += i32::from(v) * w;
+                        }
+                    }
+                    for (value, &sum) in out_row.iter_mut().zip(&sums) {
+                        *value = clip8(sum);
+                    }
+                }
+            },
+        );
         out
     }
 }
 
-/// PIL's `clip8`: add the rounding half, drop the fraction bits, clamp to 0..=255.
-fn clip8(sum: i64) -> u8 {
-    ((sum + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS).clamp(0, 255) as u8
+/// PIL's rounding half, where its sums start (`ss0 = 1 << (PRECISION_BITS - 1)`).
+const ROUNDING: i32 = 1 << (PRECISION_BITS - 1);
+
+/// PIL's `clip8`: drop the fraction bits of a sum that started at [`ROUNDING`], clamp to
+/// 0..=255. The sums are `int` in PIL: 22 fraction bits leave room for 255 × the weights.
+#[inline(always)]
+fn clip8(sum: i32) -> u8 {
+    (sum >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
 /// PIL's nearest-neighbour resize (`ImagingScaleAffine`): source coordinates accumulated in f64
