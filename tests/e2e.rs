@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
-use common::{embedlab, stderr};
+use common::{embedlab, stderr, write_npy};
 
 /// A deterministic pseudo-random stream (xorshift), independent of the engine's generator.
 struct Xorshift(u64);
@@ -25,23 +25,6 @@ impl Xorshift {
     fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
-}
-
-fn write_npy(path: &Path, rows: &[Vec<f32>]) {
-    let dict = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-        rows.len(),
-        rows[0].len()
-    );
-    let total = 10 + dict.len() + 1;
-    let header = format!("{dict}{}\n", " ".repeat((64 - total % 64) % 64));
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    rows.iter()
-        .flatten()
-        .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
-    std::fs::write(path, bytes).unwrap();
 }
 
 struct Case {

@@ -12,15 +12,16 @@ use crate::captions::{self, generate};
 use crate::dataset::Dataset;
 use crate::embed::encode::EncoderFacts;
 use crate::error::Error;
-use crate::manifest::{CaptionSource, Captions, DatasetFormat, Manifest, Modality};
+use crate::manifest::{CaptionSource, Captions, DatasetFormat, Manifest, Modality, Search};
 use crate::metrics::significance::bootstrap_intervals;
 use crate::metrics::{Evaluation, Metric, article};
-use crate::plan::{Environment, Executor, Plan, RunOutput, RunPlan, StageKind};
+use crate::plan::{Environment, Executor, KnnBackend, Plan, RunOutput, RunPlan, StageKind};
 use crate::progress::Progress;
 use crate::report::compare::{self, QueryScores, TestSettings};
 use crate::report::results::{
     CacheInfo, CaptionerInfo, DatasetProvenance, EncoderInfo, FailedRun, Fusion, InputFile,
-    LabelSetScore, Provenance, ReferenceCheck, Results, RunResult, StatisticsInfo, TimingInfo,
+    LabelSetScore, Provenance, ReferenceCheck, Results, RetrievalInfo, RunResult, StatisticsInfo,
+    TimingInfo,
 };
 use crate::report::{self, Written, family};
 use crate::retrieval::Neighbours;
@@ -132,6 +133,10 @@ pub fn run(
 }
 
 fn run_line(result: &RunResult, k: usize) -> String {
+    let recall = (result.retrieval.as_ref())
+        .and_then(|r| r.recall_vs_exact)
+        .map(|r| format!("  recall vs exact {r:.4}"))
+        .unwrap_or_default();
     let get = |m: &str| {
         result
             .metrics
@@ -140,7 +145,7 @@ fn run_line(result: &RunResult, k: usize) -> String {
             .unwrap_or(0.0)
     };
     format!(
-        "run {:<28} mrr@{k} {:.4}  map_list@{k} {:.4}  hit_rate@{k} {:.4}  (cache {}/{} hits)",
+        "run {:<28} mrr@{k} {:.4}  map_list@{k} {:.4}  hit_rate@{k} {:.4}{recall}  (cache {}/{} hits)",
         result.name,
         get("mrr"),
         get("map_list"),
@@ -274,8 +279,47 @@ fn finish_run(
         },
         label_sets: label_set_scores(dataset, &output.evaluation, manifest.retrieval.k),
         stages: output.stages.clone(),
+        retrieval: Some(retrieval_info(plan, run, output)),
     };
     Ok((result, scores))
+}
+
+/// The run's search as results.json describes it; an approximate one beside the exact search of
+/// the same vectors, when compared.
+fn retrieval_info(plan: &Plan, run: &RunPlan, output: &RunOutput) -> RetrievalInfo {
+    let StageKind::Knn { backend, .. } = &plan.stages[run.knn].kind else {
+        unreachable!("a run's knn stage is a Knn")
+    };
+    let KnnBackend::Faiss { index, parameters } = backend else {
+        return RetrievalInfo {
+            backend: "exact".into(),
+            seconds: output.timing.knn_s,
+            ..RetrievalInfo::default()
+        };
+    };
+    let facts = output.faiss.clone().unwrap_or_default();
+    let mut info = RetrievalInfo {
+        backend: "faiss".into(),
+        index: Some(index.clone()),
+        parameters: Some(parameters.clone()),
+        seconds: facts.search_s,
+        build_s: Some(facts.build_s),
+        threads: Some(facts.threads),
+        faiss_version: Some(facts.version),
+        ..RetrievalInfo::default()
+    };
+    if let Some(exact) = &output.exact {
+        info.recall_vs_exact = Some(crate::retrieval::recall(
+            &output.neighbours,
+            &exact.neighbours,
+        ));
+        info.exact_seconds = Some(exact.knn_s);
+        info.exact_metrics = exact.evaluation.means.clone();
+        info.metric_differences = (output.evaluation.means.iter())
+            .filter_map(|(key, ours)| Some((key.clone(), ours - exact.evaluation.means.get(key)?)))
+            .collect();
+    }
+    info
 }
 
 /// Bootstrap intervals of every metric at every cutoff, all from the same resamples.
@@ -497,7 +541,7 @@ fn provenance(manifest: &Manifest, plan: &Plan, dataset: &Dataset) -> Provenance
         },
         k: manifest.retrieval.k,
         cutoffs: manifest.cutoffs.clone(),
-        backend: "exact (blocked f32 GEMM)".into(),
+        backend: backends(manifest),
         captioners: Vec::new(),
         statistics: Some(StatisticsInfo {
             bootstrap: manifest.metrics.bootstrap,
@@ -506,6 +550,44 @@ fn provenance(manifest: &Manifest, plan: &Plan, dataset: &Dataset) -> Provenance
             seed: manifest.experiment.seed,
         }),
     }
+}
+
+/// The search backends the runs use, e.g. `exact (blocked f32 GEMM)` or, with faiss runs,
+/// `exact (blocked f32 GEMM); faiss 1.12.0 (HNSW32, Flat)`.
+fn backends(manifest: &Manifest) -> String {
+    let mut exact = false;
+    let mut indexes: Vec<String> = Vec::new();
+    for run in &manifest.runs {
+        match manifest.search(run) {
+            Search::Exact => exact = true,
+            Search::Faiss {
+                index,
+                parameters,
+                compare_exact,
+            } => {
+                exact |= compare_exact;
+                let described = match parameters.as_str() {
+                    "" => index,
+                    p => format!("{index} {p}"),
+                };
+                if !indexes.contains(&described) {
+                    indexes.push(described);
+                }
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    if exact {
+        parts.push("exact (blocked f32 GEMM)".to_string());
+    }
+    if !indexes.is_empty() {
+        parts.push(format!(
+            "faiss {} ({})",
+            crate::retrieval::FAISS_VERSION,
+            indexes.join(", ")
+        ));
+    }
+    parts.join("; ")
 }
 
 /// A path as the manifest's reader knows it: relative to the manifest's folder when inside it.

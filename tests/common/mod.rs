@@ -39,6 +39,24 @@ pub fn fixture_plugin_dir() -> PathBuf {
     target.join("debug")
 }
 
+/// Writes `rows` as a float32 `.npy` (version 1.0, C order).
+pub fn write_npy(path: &Path, rows: &[Vec<f32>]) {
+    let dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+        rows.len(),
+        rows[0].len()
+    );
+    let total = 10 + dict.len() + 1;
+    let header = format!("{dict}{}\n", " ".repeat((64 - total % 64) % 64));
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    rows.iter()
+        .flatten()
+        .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
 /// `img` as PNG bytes.
 pub fn png(img: &image::RgbImage) -> Vec<u8> {
     use image::ImageEncoder;

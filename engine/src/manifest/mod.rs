@@ -19,7 +19,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 pub use locate::{KeyPath, Location};
 pub use schema::{Backend, CaptionSource, Captions, DatasetFormat, Modality};
-use schema::{DatasetTable, ManifestFile, Part, Run};
+use schema::{DatasetTable, ManifestFile, Part, Run, RunRetrieval};
 
 use crate::digest::{Digest, Hasher};
 use crate::metrics::Metric;
@@ -78,6 +78,27 @@ impl Manifest {
         (source, run.caption_seed.unwrap_or(self.experiment.seed))
     }
 
+    /// How `run` searches: its own `retrieval` table over `[retrieval]`, defaults filled in.
+    pub fn search(&self, run: &Run) -> Search {
+        let own = run.retrieval.clone().unwrap_or_default();
+        let global = &self.retrieval;
+        match own.backend.unwrap_or(global.backend) {
+            Backend::Exact => Search::Exact,
+            Backend::Faiss => {
+                let parameters = own.parameters.or_else(|| global.parameters.clone());
+                let parameters =
+                    crate::retrieval::parse_parameters(parameters.as_deref().unwrap_or(""))
+                        .expect("validated: parameters parse");
+                Search::Faiss {
+                    index: (own.index.or_else(|| global.index.clone()))
+                        .unwrap_or_else(|| DEFAULT_FAISS_INDEX.to_string()),
+                    parameters: crate::retrieval::canonical_parameters(&parameters),
+                    compare_exact: own.compare_exact.or(global.compare_exact).unwrap_or(true),
+                }
+            }
+        }
+    }
+
     /// Whether any part encodes images or any caption part's captions are generated from them.
     pub fn uses_images(&self) -> bool {
         self.runs.iter().any(|run| {
@@ -90,6 +111,23 @@ impl Manifest {
                 })
         })
     }
+}
+
+/// The faiss index of `backend = "faiss"` when `index` is not given.
+pub const DEFAULT_FAISS_INDEX: &str = "HNSW32";
+
+/// A run's search, resolved from `[retrieval]` and the run's own `retrieval` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Search {
+    /// The exact backend (blocked GEMM).
+    Exact,
+    /// faiss: an index-factory string, its `ParameterSpace` settings in canonical form
+    /// (`efSearch=128`, possibly empty), and whether to compare with the exact neighbours.
+    Faiss {
+        index: String,
+        parameters: String,
+        compare_exact: bool,
+    },
 }
 
 /// Overrides applied on top of the file.
@@ -240,8 +278,10 @@ fn validate(m: &Manifest, cutoffs: &[usize], ctx: &Context) -> Result<Vec<usize>
         return Err(ctx.error(&retrieval.name("k"), "must be at least 1"));
     }
     if m.retrieval.query_block == 0 {
-        return Err(ctx.error(&retrieval.name("query_block"), "must be at least 1"));
+        return Err(ctx.error(&retrieval.clone().name("query_block"), "must be at least 1"));
     }
+    let global = m.retrieval.choice();
+    validate_retrieval(&global, &global, &retrieval, &retrieval, ctx)?;
     let cutoffs = validate_cutoffs(cutoffs, m.retrieval.k, ctx)?;
     for name in m.captioners.keys() {
         if name.is_empty() || name.starts_with('.') || !name.chars().all(is_name_char) {
@@ -496,12 +536,87 @@ fn validate_run(run: &Run, at: &KeyPath, m: &Manifest, ctx: &Context) -> Result<
         return Err(ctx.error(&at.clone().name("parts"), "declare at least one part"));
     }
     validate_captions(run.captions.as_ref(), &at.clone().name("captions"), m, ctx)?;
+    if let Some(own) = &run.retrieval {
+        let global = m.retrieval.choice();
+        let root = KeyPath::default().name("retrieval");
+        validate_retrieval(own, &global, &at.clone().name("retrieval"), &root, ctx)?;
+    }
     for (p, part) in run.parts.iter().enumerate() {
         let at = at.clone().name("parts").index(p);
         validate_captions(part.captions.as_ref(), &at.clone().name("captions"), m, ctx)?;
         validate_part(part, &at, m, ctx)?;
     }
     Ok(())
+}
+
+/// A retrieval table (`own`, at `at`: `[retrieval]` or a run's `retrieval`) over the
+/// experiment's (`global`, at `global_at`; the same table for `[retrieval]` itself). The faiss
+/// keys belong to backend "faiss"; that backend needs the feature; faiss must accept the index
+/// string and parameters (checked with the feature only), each error located at the key that
+/// set the value.
+fn validate_retrieval(
+    own: &RunRetrieval,
+    global: &RunRetrieval,
+    at: &KeyPath,
+    global_at: &KeyPath,
+    ctx: &Context,
+) -> Result<(), ManifestError> {
+    let backend = own.backend.or(global.backend).unwrap_or_default();
+    if backend != Backend::Faiss {
+        let faiss_key = [
+            ("index", own.index.is_some()),
+            ("parameters", own.parameters.is_some()),
+            ("compare_exact", own.compare_exact.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(key, used)| used.then_some(key));
+        return match faiss_key {
+            Some(key) => Err(ctx.error(
+                &at.clone().name(key),
+                format!("`{key}` is for backend = \"faiss\""),
+            )),
+            None => Ok(()),
+        };
+    }
+    if !cfg!(feature = "faiss") {
+        let backend_at = if own.backend.is_some() { at } else { global_at };
+        return Err(ctx.error(
+            &backend_at.clone().name("backend"),
+            crate::retrieval::FAISS_MISSING,
+        ));
+    }
+    // Each value is located where it was set: the run's table, else `[retrieval]`.
+    let set_at = |ours: bool, key: &str| if ours { at } else { global_at }.clone().name(key);
+    let index = (own.index.clone())
+        .or_else(|| global.index.clone())
+        .unwrap_or_else(|| DEFAULT_FAISS_INDEX.to_string());
+    let index_at = set_at(own.index.is_some(), "index");
+    let parameters = (own.parameters.clone())
+        .or_else(|| global.parameters.clone())
+        .unwrap_or_default();
+    let parameters_at = set_at(own.parameters.is_some(), "parameters");
+    if let Err(message) = crate::retrieval::parse_parameters(&parameters) {
+        return Err(ctx.error(&parameters_at, message));
+    }
+    check_faiss(&index, &parameters).map_err(|(is_index, message)| {
+        ctx.error(if is_index { &index_at } else { &parameters_at }, message)
+    })
+}
+
+/// Whether faiss accepts the index string and parameters; on refusal, whether the index string
+/// (rather than the parameters) is at fault, and faiss's message.
+#[cfg(feature = "faiss")]
+fn check_faiss(index: &str, parameters: &str) -> Result<(), (bool, String)> {
+    use crate::retrieval::RetrievalError;
+    crate::retrieval::faiss::check(index, parameters).map_err(|e| {
+        let is_index = !matches!(e, RetrievalError::FaissParameters { .. });
+        (is_index, e.to_string())
+    })
+}
+
+#[cfg(not(feature = "faiss"))]
+fn check_faiss(_index: &str, _parameters: &str) -> Result<(), (bool, String)> {
+    unreachable!("a build without faiss refuses backend = \"faiss\" first")
 }
 
 /// Generated captions must name a `[captioners.NAME]` table.
@@ -937,6 +1052,123 @@ parts = [{ precomputed = "vectors/text.npy" }]
         );
         assert!(
             err.contains("m.toml:8:14: dataset.narratives: `narratives` is for format \"oiv7\""),
+            "{err}"
+        );
+    }
+
+    fn with_retrieval(global: &str, run: &str) -> String {
+        let text = BASE.replace(
+            "[retrieval]\nk = 5",
+            &format!("[retrieval]\nk = 5\n{global}"),
+        );
+        match run {
+            "" => text,
+            run => text.replace(
+                "parts = [{ precomputed = \"vectors/text.npy\" }]",
+                &format!("parts = [{{ precomputed = \"vectors/text.npy\" }}]\nretrieval = {run}"),
+            ),
+        }
+    }
+
+    #[test]
+    fn faiss_keys_belong_to_the_faiss_backend() {
+        let m = load_text(BASE, &[]).unwrap();
+        assert_eq!(m.search(&m.runs[0]), Search::Exact);
+        let err = error(&with_retrieval("index = \"HNSW32\"", ""), &[]);
+        assert!(
+            err.contains("m.toml:12:9: retrieval.index: `index` is for backend = \"faiss\""),
+            "{err}"
+        );
+        let err = error(&with_retrieval("", "{ compare_exact = false }"), &[]);
+        assert!(
+            err.contains(
+                "runs[0].retrieval.compare_exact: `compare_exact` is for backend = \"faiss\""
+            ),
+            "{err}"
+        );
+        let err = error(
+            &with_retrieval("", "{ backend = \"exact\", indx = \"Flat\" }"),
+            &[],
+        );
+        assert!(err.contains("unknown field `indx`"), "{err}");
+    }
+
+    #[test]
+    #[cfg(not(feature = "faiss"))]
+    fn faiss_needs_the_feature() {
+        let err = error(&with_retrieval("backend = \"faiss\"", ""), &[]);
+        assert!(
+            err.contains(
+                "m.toml:12:11: retrieval.backend: this embedlab was built without the `faiss` feature"
+            ) && err.contains("--features faiss")
+                && err.contains("cmake"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+        let err = error(&with_retrieval("", "{ backend = \"faiss\" }"), &[]);
+        assert!(
+            err.contains("runs[0].retrieval.backend: this embedlab was built without"),
+            "{err}"
+        );
+        let err = error(BASE, &["retrieval.backend=\"faiss\""]);
+        assert!(err.contains("without the `faiss` feature"), "{err}");
+    }
+
+    #[test]
+    #[cfg(feature = "faiss")]
+    fn faiss_settings_resolve_run_over_experiment() {
+        let faiss = |index: &str, parameters: &str, compare_exact| Search::Faiss {
+            index: index.into(),
+            parameters: parameters.into(),
+            compare_exact,
+        };
+        let m = load_text(&with_retrieval("backend = \"faiss\"", ""), &[]).unwrap();
+        assert_eq!(m.search(&m.runs[0]), faiss("HNSW32", "", true));
+        let text = with_retrieval(
+            "backend = \"faiss\"\nindex = \"HNSW16\"\nparameters = \" efSearch = 64 \"",
+            "{ compare_exact = false }",
+        );
+        let m = load_text(&text, &[]).unwrap();
+        assert_eq!(m.search(&m.runs[0]), faiss("HNSW16", "efSearch=64", false));
+        // A run may pick faiss under an exact experiment, and sweep its index.
+        let text = with_retrieval("", "{ backend = \"faiss\" }")
+            + "sweep = { \"retrieval.index\" = [\"Flat\", \"IVF16,Flat\"] }\n";
+        let m = load_text(&text, &[]).unwrap();
+        let searches: Vec<Search> = m.runs.iter().map(|r| m.search(r)).collect();
+        assert_eq!(
+            searches,
+            [faiss("Flat", "", true), faiss("IVF16,Flat", "", true)]
+        );
+        assert_eq!(m.runs[1].name, "text_IVF16,Flat");
+    }
+
+    #[test]
+    #[cfg(feature = "faiss")]
+    fn faiss_refusals_are_located_and_quote_faiss() {
+        let err = error(
+            &with_retrieval("backend = \"faiss\"\nindex = \"HNSW3x\"", ""),
+            &[],
+        );
+        assert!(
+            err.contains("m.toml:13:9: retrieval.index: faiss index \"HNSW3x\": ")
+                && err.contains("could not parse"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+        let err = error(
+            &with_retrieval("backend = \"faiss\"", "{ parameters = \"nprobe=4\" }"),
+            &[],
+        );
+        assert!(
+            err.contains("runs[0].retrieval.parameters: faiss parameters \"nprobe=4\": "),
+            "{err}"
+        );
+        let err = error(
+            &with_retrieval("backend = \"faiss\"\nparameters = \"efSearch\"", ""),
+            &[],
+        );
+        assert!(
+            err.contains("retrieval.parameters: \"efSearch\" is not name=value"),
             "{err}"
         );
     }

@@ -166,8 +166,11 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// Blocked f32 GEMM with per-row top-k: the reference.
     #[default]
     Exact,
+    /// Approximate search through faiss (cargo feature `faiss`).
+    Faiss,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -180,6 +183,17 @@ pub struct Retrieval {
     /// Queries scored per GEMM block (memory ≈ block × N × 4 bytes per thread).
     #[serde(default = "default_query_block")]
     pub query_block: usize,
+    /// `backend = "faiss"`: the faiss index-factory string (default `HNSW32`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// `backend = "faiss"`: faiss `ParameterSpace` settings, `name=value` separated by commas
+    /// (`efSearch=128`, `nprobe=16`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<String>,
+    /// `backend = "faiss"`: also search exactly and report how the approximate neighbours and
+    /// metrics differ (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare_exact: Option<bool>,
 }
 
 impl Default for Retrieval {
@@ -188,6 +202,36 @@ impl Default for Retrieval {
             k: default_k(),
             backend: Backend::Exact,
             query_block: default_query_block(),
+            index: None,
+            parameters: None,
+            compare_exact: None,
+        }
+    }
+}
+
+/// A run's own choice of search, over `[retrieval]`'s (`k` and `query_block` stay the
+/// experiment's): `retrieval = { backend = "faiss", index = "IVF256,Flat" }`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRetrieval {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare_exact: Option<bool>,
+}
+
+impl Retrieval {
+    /// The search this table chooses for every run, as a run's own `retrieval` table would.
+    pub fn choice(&self) -> RunRetrieval {
+        RunRetrieval {
+            backend: Some(self.backend),
+            index: self.index.clone(),
+            parameters: self.parameters.clone(),
+            compare_exact: self.compare_exact,
         }
     }
 }
@@ -357,6 +401,9 @@ pub struct Run {
     #[serde(default = "yes")]
     pub normalize_parts: bool,
     pub parts: Vec<Part>,
+    /// The run's own search backend and index, over `[retrieval]`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RunRetrieval>,
     /// Sweep: key path inside this run → values; the run expands into the cross product.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sweep: BTreeMap<String, Vec<toml::Value>>,

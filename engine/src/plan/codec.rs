@@ -3,10 +3,15 @@
 //! `dataset` and `metrics` are JSON (small, inspectable); `knn` is binary (`n × k` indices and
 //! scores, little-endian) with the timings and peak memory of the computation that produced it, so a cached run
 //! still reports how long its work took, and the samples it left out (as JSON after the numbers),
-//! so a cached run still knows which rows its indices refer to.
+//! so a cached run still knows which rows its indices refer to. That JSON is the list of skipped
+//! samples for an exact search (as before faiss existed, so older entries stay valid), and
+//! `{"skipped": [...], "faiss": {...}}` for a faiss search, whose build and search times, threads
+//! and version are kept too.
+
+use serde::{Deserialize, Serialize};
 
 use crate::report::results::SkippedImage;
-use crate::retrieval::Neighbours;
+use crate::retrieval::{FaissFacts, Neighbours};
 
 const KNN_MAGIC: &[u8; 8] = b"EMBLKNN3";
 
@@ -21,6 +26,15 @@ pub struct KnnRecord {
     pub peak_rss_mb: f64,
     /// Samples left out (unreadable images); the neighbours' row indices count only the others.
     pub skipped: Vec<SkippedImage>,
+    /// What the faiss search reported, for a faiss `knn` stage.
+    pub faiss: Option<FaissFacts>,
+}
+
+/// The JSON tail of a faiss search's entry.
+#[derive(Serialize, Deserialize)]
+struct Tail {
+    skipped: Vec<SkippedImage>,
+    faiss: FaissFacts,
 }
 
 pub fn encode_knn(record: &KnnRecord) -> Vec<u8> {
@@ -38,7 +52,14 @@ pub fn encode_knn(record: &KnnRecord) -> Vec<u8> {
     nb.scores
         .iter()
         .for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
-    out.extend(serde_json::to_vec(&record.skipped).expect("serialises"));
+    let tail = match &record.faiss {
+        None => serde_json::to_vec(&record.skipped),
+        Some(faiss) => serde_json::to_vec(&Tail {
+            skipped: record.skipped.clone(),
+            faiss: faiss.clone(),
+        }),
+    };
+    out.extend(tail.expect("serialises"));
     out
 }
 
@@ -54,7 +75,13 @@ pub fn decode_knn(bytes: &[u8]) -> Option<KnnRecord> {
     let body = rest.get(40..)?;
     let count = n.checked_mul(k)?;
     let (numbers, skipped) = body.split_at_checked(count.checked_mul(8)?)?;
-    let skipped = serde_json::from_slice(skipped).ok()?;
+    let (skipped, faiss) = match serde_json::from_slice::<Vec<SkippedImage>>(skipped) {
+        Ok(skipped) => (skipped, None),
+        Err(_) => {
+            let tail: Tail = serde_json::from_slice(skipped).ok()?;
+            (tail.skipped, Some(tail.faiss))
+        }
+    };
     let (idx, scores) = numbers.split_at(count * 4);
     let indices = idx
         .chunks_exact(4)
@@ -75,6 +102,7 @@ pub fn decode_knn(bytes: &[u8]) -> Option<KnnRecord> {
         knn_s,
         peak_rss_mb,
         skipped,
+        faiss,
     })
 }
 
@@ -99,10 +127,26 @@ mod tests {
                 path: "images/7.jpg".into(),
                 reason: "empty file (0 bytes)".into(),
             }],
+            faiss: None,
         };
         let bytes = encode_knn(&record);
-        assert_eq!(decode_knn(&bytes), Some(record));
+        assert_eq!(decode_knn(&bytes), Some(record.clone()));
         assert_eq!(decode_knn(&bytes[..bytes.len() - 1]), None);
         assert_eq!(decode_knn(b"not a knn entry"), None);
+        // An exact entry ends with the bare list, as entries written before faiss did.
+        assert!(bytes.ends_with(br#""reason":"empty file (0 bytes)"}]"#));
+
+        let faiss = KnnRecord {
+            faiss: Some(FaissFacts {
+                build_s: 0.5,
+                search_s: 0.125,
+                threads: 2,
+                version: "1.12.0".into(),
+            }),
+            ..record
+        };
+        let bytes = encode_knn(&faiss);
+        assert_eq!(decode_knn(&bytes), Some(faiss));
+        assert_eq!(decode_knn(&bytes[..bytes.len() - 1]), None);
     }
 }

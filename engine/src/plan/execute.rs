@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 
 use super::codec::{KnnRecord, decode_knn, encode_knn};
-use super::{DATASET, EncoderSetups, KNN, METRICS, Plan, RunPlan, StageKind};
+use super::{DATASET, EncoderSetups, KNN, KnnBackend, METRICS, Plan, RunPlan, StageKind};
 use crate::cache::{Lookup, Store};
 use crate::captions::{self, generate::Generated};
 use crate::dataset::{self, Dataset, SampleId};
@@ -26,7 +26,7 @@ use crate::metrics::{self, Evaluation};
 use crate::plugin::EncoderHandle;
 use crate::progress::Progress;
 use crate::report::results::{SkippedImage, StageResources};
-use crate::retrieval::{self, Neighbours};
+use crate::retrieval::{self, FaissFacts, Neighbours};
 
 /// How long a run's stages took when they were computed (cached stages report their original
 /// times, so a warm rerun still says what the work costs).
@@ -60,6 +60,19 @@ pub struct RunOutput {
     pub hits: usize,
     /// Stage outputs computed.
     pub misses: usize,
+    /// What the faiss search reported, for a run searching with faiss.
+    pub faiss: Option<FaissFacts>,
+    /// The exact search an approximate run is compared with (`compare_exact`).
+    pub exact: Option<ExactOutput>,
+}
+
+/// The exact neighbours and metrics of an approximate run's vectors.
+#[derive(Clone, Debug)]
+pub struct ExactOutput {
+    pub neighbours: Arc<Neighbours>,
+    pub evaluation: Arc<Evaluation>,
+    /// Seconds the exact search took when it was computed.
+    pub knn_s: f64,
 }
 
 pub struct Executor<'a> {
@@ -164,16 +177,23 @@ impl<'a> Executor<'a> {
     pub fn run(&mut self, run: &RunPlan) -> Result<RunOutput, Error> {
         let started = Instant::now();
         let mut tally = Tally::default();
-        let dataset = self.dataset_counted(&mut tally)?;
-        let knn = self.knn(run, &dataset, &mut tally)?;
+        let full = self.dataset_counted(&mut tally)?;
+        let knn = self.knn(run.knn, run.fuse, &run.name, &full, &mut tally)?;
         let dataset = match knn.skipped.is_empty() {
-            true => dataset,
-            false => {
-                Arc::new(dataset.without(&knn.skipped.iter().map(|s| s.id.as_str()).collect()))
-            }
+            true => full.clone(),
+            false => Arc::new(full.without(&knn.skipped.iter().map(|s| s.id.as_str()).collect())),
         };
         let metrics_reused = self.metrics.contains_key(&run.metrics);
-        let (evaluation, metrics_s) = self.evaluation(run, &dataset, &knn, &mut tally)?;
+        let (evaluation, metrics_s) = self.evaluation(run.metrics, &dataset, &knn, &mut tally)?;
+        let exact = match run.exact {
+            Some(stages) => {
+                let record = self.knn(stages.knn, run.fuse, &run.name, &full, &mut tally)?;
+                let (evaluation, _) =
+                    self.evaluation(stages.metrics, &dataset, &record, &mut tally)?;
+                Some((stages.knn, record, evaluation))
+            }
+            None => None,
+        };
         let costs = self.part_costs(run)?;
         let timing = Timing {
             embed_s: knn.embed_s + costs.iter().flatten().map(|c| c.encode_s).sum::<f64>(),
@@ -194,6 +214,17 @@ impl<'a> Executor<'a> {
             peak_rss_mb: knn.peak_rss_mb,
             ..StageResources::timed("knn", n, knn.knn_s, knn_reused)
         });
+        if let Some((index, record, _)) = &exact {
+            stages.push(StageResources {
+                peak_rss_mb: record.peak_rss_mb,
+                ..StageResources::timed(
+                    "knn exact (comparison)",
+                    n,
+                    record.knn_s,
+                    !self.knn_computed.contains(index),
+                )
+            });
+        }
         stages.push(StageResources::timed(
             "metrics",
             n,
@@ -214,6 +245,12 @@ impl<'a> Executor<'a> {
             stages,
             hits: tally.hits,
             misses: tally.misses,
+            faiss: knn.faiss.clone(),
+            exact: exact.map(|(_, record, evaluation)| ExactOutput {
+                neighbours: Arc::new(record.neighbours.clone()),
+                evaluation,
+                knn_s: record.knn_s,
+            }),
         })
     }
 
@@ -280,14 +317,18 @@ impl<'a> Executor<'a> {
         Ok(ds)
     }
 
+    /// The output of `knn` stage `index` (searching the vectors of `fuse` stage `fuse`, for run
+    /// `run`): from memory, the cache, or searched now.
     fn knn(
         &mut self,
-        run: &RunPlan,
+        index: usize,
+        fuse: usize,
+        run: &str,
         ds: &Dataset,
         tally: &mut Tally,
     ) -> Result<Arc<KnnRecord>, Error> {
-        let stage = &self.plan.stages[run.knn];
-        if let Some(record) = self.knn.get(&run.knn) {
+        let stage = &self.plan.stages[index];
+        if let Some(record) = self.knn.get(&index) {
             tally.count(true);
             return Ok(record.clone());
         }
@@ -302,6 +343,7 @@ impl<'a> Executor<'a> {
                 None
             }
         };
+        let key = stage.key;
         let record = match cached {
             Some(record) => {
                 tally.count(true);
@@ -309,56 +351,78 @@ impl<'a> Executor<'a> {
             }
             None => {
                 tally.count(false);
-                self.knn_computed.insert(run.knn);
+                self.knn_computed.insert(index);
                 let started = Instant::now();
                 let encoding_before = self.encoding_spent_s;
-                let (vectors, skipped) = self.fused(run.fuse, ds, tally)?;
+                let (vectors, skipped) = self.fused(fuse, ds, tally)?;
                 let encoding = self.encoding_spent_s - encoding_before;
                 let embed_s = started.elapsed().as_secs_f64() - encoding;
                 crate::resources::reset_peak_rss();
                 let started = Instant::now();
-                let neighbours = self.search(&vectors, &run.name)?;
+                let (neighbours, faiss) = self.search(index, &vectors, run)?;
                 let record = KnnRecord {
                     neighbours,
                     embed_s,
                     knn_s: started.elapsed().as_secs_f64(),
                     peak_rss_mb: crate::resources::peak_rss_mb(),
                     skipped,
+                    faiss,
                 };
-                self.store.put(KNN, &stage.key, &encode_knn(&record))?;
+                self.store.put(KNN, &key, &encode_knn(&record))?;
                 record
             }
         };
         let record = Arc::new(record);
-        self.knn.insert(run.knn, record.clone());
+        self.knn.insert(index, record.clone());
         Ok(record)
     }
 
-    fn search(&self, vectors: &Vectors, run: &str) -> Result<Neighbours, Error> {
-        let options = retrieval::ExactOptions {
-            k: self.manifest.retrieval.k,
-            query_block: self.manifest.retrieval.query_block,
-            ..Default::default()
+    /// Searches `vectors` as `knn` stage `index` says; a faiss search also reports its facts.
+    fn search(
+        &self,
+        index: usize,
+        vectors: &Vectors,
+        run: &str,
+    ) -> Result<(Neighbours, Option<FaissFacts>), Error> {
+        let StageKind::Knn { k, backend } = &self.plan.stages[index].kind else {
+            unreachable!("search() is called with knn stages only")
         };
         let bar = self.progress.bar(vectors.n as u64, "knn");
-        bar.set_message(format!("knn {run}"));
-        let neighbours = retrieval::search(vectors, &options, &|done| bar.inc(done as u64))?;
+        let tick = |done: usize| bar.inc(done as u64);
+        let found = match backend {
+            KnnBackend::Exact => {
+                bar.set_message(format!("knn {run}"));
+                let options = retrieval::ExactOptions {
+                    k: *k,
+                    query_block: self.manifest.retrieval.query_block,
+                    ..Default::default()
+                };
+                (retrieval::search(vectors, &options, &tick)?, None)
+            }
+            KnnBackend::Faiss { index, parameters } => {
+                bar.set_message(format!("knn {run} (faiss {index})"));
+                let (neighbours, facts) = faiss_search(vectors, *k, index, parameters, &tick)?;
+                (neighbours, Some(facts))
+            }
+        };
         bar.finish_and_clear();
-        Ok(neighbours)
+        Ok(found)
     }
 
+    /// The evaluation of `metrics` stage `index` on `knn`'s neighbours, and the seconds it took
+    /// (0 when reused).
     fn evaluation(
         &mut self,
-        run: &RunPlan,
+        index: usize,
         ds: &Dataset,
         knn: &KnnRecord,
         tally: &mut Tally,
     ) -> Result<(Arc<Evaluation>, f64), Error> {
-        if let Some(found) = self.metrics.get(&run.metrics) {
+        if let Some(found) = self.metrics.get(&index) {
             tally.count(true);
             return Ok(found.clone());
         }
-        let key = self.plan.stages[run.metrics].key;
+        let key = self.plan.stages[index].key;
         let found = match self.load_json::<Evaluation>(METRICS, &key)? {
             Some(evaluation) => {
                 tally.count(true);
@@ -378,7 +442,7 @@ impl<'a> Executor<'a> {
                 (Arc::new(evaluation), seconds)
             }
         };
-        self.metrics.insert(run.metrics, found.clone());
+        self.metrics.insert(index, found.clone());
         Ok(found)
     }
 
@@ -676,6 +740,36 @@ impl<'a> Executor<'a> {
             }
         }
     }
+}
+
+/// A faiss search of `vectors`: its neighbours and facts.
+#[cfg(feature = "faiss")]
+fn faiss_search(
+    vectors: &Vectors,
+    k: usize,
+    index: &str,
+    parameters: &str,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<(Neighbours, FaissFacts), Error> {
+    let options = retrieval::faiss::FaissOptions {
+        k,
+        index: index.to_string(),
+        parameters: parameters.to_string(),
+    };
+    let found = retrieval::faiss::search(vectors, &options, progress)?;
+    Ok((found.neighbours, found.facts))
+}
+
+/// Without the feature a manifest cannot ask for faiss; a plan that does anyway fails plainly.
+#[cfg(not(feature = "faiss"))]
+fn faiss_search(
+    _vectors: &Vectors,
+    _k: usize,
+    _index: &str,
+    _parameters: &str,
+    _progress: &(dyn Fn(usize) + Sync),
+) -> Result<(Neighbours, FaissFacts), Error> {
+    Err(Error::Unsupported(retrieval::FAISS_MISSING.to_string()))
 }
 
 /// The handle of `name` in `handles`, created from its setup on first use.

@@ -2,7 +2,12 @@
 //!
 //! ```text
 //! dataset ──► [captions (generated)] ──► vectors (one per part) ──► fuse ──► knn ──► metrics
+//!                                                                        └─► [knn exact ──► metrics]
 //! ```
+//! A run searching with faiss has its own `knn` stage (keyed by the index string, parameters and
+//! faiss version, never sharing an entry with exact results); with `compare_exact` its run also
+//! has the exact `knn` and `metrics` of the same vectors — the very stages an exact run of those
+//! vectors has, so they are computed once for both.
 //! A stage's key is a digest of everything that determines its output: the content digests of its
 //! input files and its upstream keys and options, never file names or timestamps. Runs that share a
 //! stage (the same vectors, the same fusion) share its key, so it appears once and runs once. The
@@ -21,7 +26,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use execute::{Executor, RunOutput, Timing};
+pub use execute::{ExactOutput, Executor, RunOutput, Timing};
 
 use crate::cache::{Lookup, Store};
 use crate::captions::{self, generate};
@@ -31,7 +36,7 @@ use crate::embed::encode;
 use crate::embed::precomputed::ids_path_for;
 use crate::error::Error;
 use crate::manifest::schema::{Encoder, Part, Run};
-use crate::manifest::{Captions, DatasetFormat, Manifest, Modality};
+use crate::manifest::{Captions, DatasetFormat, Manifest, Modality, Search};
 use crate::models::{ModelStore, ResolvedModel};
 use crate::plugin::{EncoderHandle, Plugin, SearchPath};
 
@@ -81,9 +86,21 @@ pub enum StageKind {
     },
     Knn {
         k: usize,
+        backend: KnnBackend,
     },
     Metrics {
         cutoffs: Vec<usize>,
+    },
+}
+
+/// How a `knn` stage searches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KnnBackend {
+    Exact,
+    /// faiss with an index-factory string and canonical `ParameterSpace` settings.
+    Faiss {
+        index: String,
+        parameters: String,
     },
 }
 
@@ -114,8 +131,18 @@ pub struct RunPlan {
     pub fuse: usize,
     pub knn: usize,
     pub metrics: usize,
+    /// With an approximate `knn` and `compare_exact`: the exact `knn` and `metrics` stages of the
+    /// same vectors, to compare with.
+    pub exact: Option<ExactStages>,
     /// Human-readable part descriptions, for reports.
     pub part_labels: Vec<String>,
+}
+
+/// The exact search (and its metrics) an approximate run is compared with.
+#[derive(Clone, Copy, Debug)]
+pub struct ExactStages {
+    pub knn: usize,
+    pub metrics: usize,
 }
 
 #[derive(Debug)]
@@ -255,7 +282,20 @@ impl Plan {
                 let raw = if *normalize_parts { "" } else { " (raw parts)" };
                 format!("{}{raw}", terms.join(" ++ "))
             }
-            StageKind::Knn { k } => format!("exact k={k} ← {}", deps.join(" ")),
+            StageKind::Knn {
+                k,
+                backend: KnnBackend::Exact,
+            } => format!("exact k={k} ← {}", deps.join(" ")),
+            StageKind::Knn {
+                k,
+                backend: KnnBackend::Faiss { index, parameters },
+            } => {
+                let set = match parameters.as_str() {
+                    "" => String::new(),
+                    p => format!(" {p}"),
+                };
+                format!("faiss {index}{set} k={k} ← {}", deps.join(" "))
+            }
             StageKind::Metrics { cutoffs } => {
                 let at: Vec<String> = cutoffs.iter().map(|c| format!("@{c}")).collect();
                 format!("{} ← {}", at.join(" "), deps.join(" "))
@@ -475,32 +515,62 @@ impl Builder {
         let fuse = self.add(h.finish(), fuse_kind, parts.clone());
 
         let k = m.retrieval.k;
-        let knn_key = Hasher::new("knn-exact-v1")
-            .digest(&self.stages[fuse].key)
+        let fuse_key = self.stages[fuse].key;
+        let exact_key = Hasher::new("knn-exact-v1")
+            .digest(&fuse_key)
             .u64(k as u64)
             .finish();
-        let knn = self.add(knn_key, StageKind::Knn { k }, vec![fuse]);
-
-        let mut h = Hasher::new("metrics-v1");
-        h.digest(&knn_key).digest(&ds.key);
-        m.cutoffs.iter().for_each(|&c| {
-            h.u64(c as u64);
+        let exact_kind = StageKind::Knn {
+            k,
+            backend: KnnBackend::Exact,
+        };
+        let (knn, compare_exact) = match m.search(run) {
+            Search::Exact => (self.add(exact_key, exact_kind.clone(), vec![fuse]), false),
+            Search::Faiss {
+                index,
+                parameters,
+                compare_exact,
+            } => {
+                let mut h = Hasher::new("knn-faiss-v1");
+                h.digest(&fuse_key).u64(k as u64).str(&index);
+                h.str(&parameters).str(crate::retrieval::FAISS_VERSION);
+                let kind = StageKind::Knn {
+                    k,
+                    backend: KnnBackend::Faiss { index, parameters },
+                };
+                (self.add(h.finish(), kind, vec![fuse]), compare_exact)
+            }
+        };
+        let metrics = self.metrics(m, ds, knn);
+        let exact = compare_exact.then(|| {
+            let knn = self.add(exact_key, exact_kind, vec![fuse]);
+            ExactStages {
+                knn,
+                metrics: self.metrics(m, ds, knn),
+            }
         });
-        let metrics = self.add(
-            h.finish(),
-            StageKind::Metrics {
-                cutoffs: m.cutoffs.clone(),
-            },
-            vec![knn],
-        );
         Ok(RunPlan {
             name: run.name.clone(),
             parts,
             fuse,
             knn,
             metrics,
+            exact,
             part_labels,
         })
+    }
+
+    /// The metrics stage of a `knn` stage.
+    fn metrics(&mut self, m: &Manifest, ds: &DatasetStage, knn: usize) -> usize {
+        let mut h = Hasher::new("metrics-v1");
+        h.digest(&self.stages[knn].key).digest(&ds.key);
+        m.cutoffs.iter().for_each(|&c| {
+            h.u64(c as u64);
+        });
+        let kind = StageKind::Metrics {
+            cutoffs: m.cutoffs.clone(),
+        };
+        self.add(h.finish(), kind, vec![knn])
     }
 }
 

@@ -60,6 +60,47 @@ pub struct RunResult {
     /// What each stage cost when it was computed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageResources>,
+    /// How the neighbours were searched and, for an approximate search, how they differ from the
+    /// exact ones (absent from results written before backends could differ between runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalInfo>,
+}
+
+/// A run's search: the backend, its settings and cost, and (faiss with `compare_exact`) how its
+/// neighbours and metrics differ from the exact search's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalInfo {
+    /// `exact` or `faiss`.
+    pub backend: String,
+    /// faiss: the index-factory string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// faiss: the `ParameterSpace` settings, canonical (`efSearch=128`; empty: faiss's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<String>,
+    /// Seconds searching (faiss: the queries alone, after the index was built).
+    pub seconds: f64,
+    /// faiss: seconds building the index (create, train where needed, add every row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_s: Option<f64>,
+    /// faiss: the OpenMP threads it ran with (its default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// faiss: the library version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faiss_version: Option<String>,
+    /// Mean over queries of |approximate ∩ exact neighbours| / k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall_vs_exact: Option<f64>,
+    /// Seconds the exact search of the same vectors took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_seconds: Option<f64>,
+    /// Every metric of the exact search of the same vectors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exact_metrics: BTreeMap<String, f64>,
+    /// For every metric: this run's value − the exact search's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metric_differences: BTreeMap<String, f64>,
 }
 
 /// One label set's mean MRR at k over its queries.

@@ -81,6 +81,10 @@ pub struct DatasetView {
     pub resources: Vec<ResourceRow>,
     pub encoders: Vec<EncoderRow>,
     pub stages: Vec<StageRow>,
+    /// How the runs searched, in words ("exact search", or with faiss runs which).
+    pub search: String,
+    /// The runs that searched approximately (faiss), beside the exact search.
+    pub approximate: Vec<ApproximateRow>,
     /// The metric the "vs best" column tests, and the level.
     pub tested: String,
     pub alpha: f64,
@@ -188,6 +192,23 @@ pub struct StageRow {
     pub items_per_s: String,
     pub peak_rss_mb: String,
     pub cached: bool,
+}
+
+/// An approximate (faiss) run beside the exact search of the same vectors.
+#[derive(Serialize)]
+pub struct ApproximateRow {
+    pub label: String,
+    pub index: String,
+    pub parameters: String,
+    /// Mean share of the exact neighbours found; `–` when not compared.
+    pub recall: String,
+    pub build_s: String,
+    pub search_s: String,
+    /// The exact search's time on the same vectors.
+    pub exact_s: String,
+    /// MRR@k and NDCG@k of this run − those of the exact search.
+    pub mrr_difference: String,
+    pub ndcg_difference: String,
 }
 
 /// One experiment's results, and where its own report lies relative to the report being written
@@ -345,6 +366,8 @@ fn dataset_view(entries: &[Entry<'_>], tests: &[PairTest]) -> DatasetView {
         resources: sorted.iter().map(|e| resource_row(e)).collect(),
         encoders: encoder_rows(&sorted),
         stages: stage_rows(&sorted),
+        search: search_words(entries),
+        approximate: approximate_rows(&sorted, k),
         rows,
         families,
         slug,
@@ -695,6 +718,48 @@ fn stage_rows(sorted: &[&Entry]) -> Vec<StageRow> {
                 },
                 peak_rss_mb: megabytes(s.peak_rss_mb),
                 cached: s.cached,
+            })
+        })
+        .collect()
+}
+
+fn search_words(entries: &[Entry<'_>]) -> String {
+    let faiss = |e: &&Entry| {
+        e.run
+            .retrieval
+            .as_ref()
+            .is_some_and(|r| r.backend == "faiss")
+    };
+    match entries.iter().filter(faiss).count() {
+        0 => "exact search".into(),
+        n if n == entries.len() => "approximate search (faiss)".into(),
+        _ => "exact search (approximate, with faiss, for the runs under Approximate search)".into(),
+    }
+}
+
+fn approximate_rows(sorted: &[&Entry], k: usize) -> Vec<ApproximateRow> {
+    let difference = |r: &super::results::RetrievalInfo, metric: Metric| {
+        r.metric_differences
+            .get(&metric.key(k))
+            .map_or("–".into(), |d| format!("{d:+.4}"))
+    };
+    sorted
+        .iter()
+        .filter_map(|e| {
+            let r = e.run.retrieval.as_ref().filter(|r| r.backend == "faiss")?;
+            Some(ApproximateRow {
+                label: e.label.clone(),
+                index: r.index.clone().unwrap_or_default(),
+                parameters: match r.parameters.as_deref() {
+                    None | Some("") => "defaults".into(),
+                    Some(p) => p.to_string(),
+                },
+                recall: value(r.recall_vs_exact),
+                build_s: r.build_s.map_or("–".into(), |s| format!("{s:.3}")),
+                search_s: format!("{:.3}", r.seconds),
+                exact_s: r.exact_seconds.map_or("–".into(), |s| format!("{s:.3}")),
+                mrr_difference: difference(r, Metric::Mrr),
+                ndcg_difference: difference(r, Metric::Ndcg),
             })
         })
         .collect()

@@ -95,30 +95,13 @@ pub fn search(
 
 /// Checks everything the search relies on, so that the search itself cannot fail.
 fn validate(vectors: &Vectors, opts: &ExactOptions) -> Result<(), RetrievalError> {
-    let Vectors { n, dim, ref data } = *vectors;
-    if data.len() != n * dim {
-        return Err(RetrievalError::Shape {
-            n,
-            dim,
-            len: data.len(),
-        });
-    }
-    if opts.k == 0 || opts.k >= n {
-        return Err(RetrievalError::InvalidK { k: opts.k, n });
-    }
     if opts.query_block == 0 || opts.corpus_block == 0 {
         return Err(RetrievalError::ZeroBlock {
             query_block: opts.query_block,
             corpus_block: opts.corpus_block,
         });
     }
-    if u32::try_from(n - 1).is_err() {
-        return Err(RetrievalError::TooManyRows { n });
-    }
-    match (0..n).find(|&row| !vectors.row(row).iter().all(|v| v.is_finite())) {
-        Some(row) => Err(RetrievalError::NonFinite { row }),
-        None => Ok(()),
-    }
+    super::check_input(vectors, opts.k)
 }
 
 /// Fills `lists`, the neighbour lists of the queries `first_query..first_query + lists.len()`,
