@@ -9,23 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
-use common::{embedlab, stderr, write_npy};
-
-/// A deterministic pseudo-random stream (xorshift), independent of the engine's generator.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use common::{Xorshift, embedlab, stderr, write_npy};
 
 struct Case {
     dir: tempfile::TempDir,

@@ -14,27 +14,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod common;
-use common::{embedlab, stderr, write_npy};
-
-/// A deterministic pseudo-random stream (xorshift), independent of the engine's generator.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
+use common::{Xorshift, embedlab, stderr, write_npy};
 
 const LABEL_SETS: usize = 60;
 
@@ -73,13 +53,13 @@ fn write_data(dir: &Path, n: usize) {
         })
         .collect();
     let prototypes: Vec<Vec<f32>> = (0..LABEL_SETS)
-        .map(|_| (0..48).map(|_| rng.unit() - 0.5).collect())
+        .map(|_| (0..48).map(|_| rng.unit() as f32 - 0.5).collect())
         .collect();
     let noisy: Vec<Vec<f32>> = labels
         .iter()
         .map(|&l| {
             (prototypes[l].iter())
-                .map(|p| p + 0.9 * (rng.unit() - 0.5))
+                .map(|p| p + 0.9 * (rng.unit() as f32 - 0.5))
                 .collect()
         })
         .collect();

@@ -259,13 +259,7 @@ mod tests {
     /// candle's `Linear` then the activation as candle's own ops.
     fn reference(x: &Tensor, weight: &Tensor, bias: &Tensor, act: Activation) -> Result<Tensor> {
         let y = x.broadcast_matmul(&weight.t()?)?.broadcast_add(bias)?;
-        match act {
-            Activation::Identity => Ok(y),
-            Activation::Relu6 => y.clamp(0f32, 6f32),
-            Activation::Relu => y.relu(),
-            Activation::GeluErf => y.gelu_erf(),
-            Activation::GeluTanh => y.gelu(),
-        }
+        crate::activation::with_candle(act, &y)
     }
 
     /// 3 × 250 rows: more than one parallel block, the last one partial.

@@ -420,13 +420,7 @@ mod tests {
         let y = padded
             .conv2d(weight, 0, stride, 1, groups)?
             .broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
-        match act {
-            Activation::Identity => Ok(y),
-            Activation::Relu6 => y.clamp(0f32, 6f32),
-            Activation::Relu => y.relu(),
-            Activation::GeluErf => y.gelu_erf(),
-            Activation::GeluTanh => y.gelu(),
-        }
+        crate::activation::with_candle(act, &y)
     }
 
     #[test]
