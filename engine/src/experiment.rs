@@ -311,9 +311,9 @@ fn retrieval_info(plan: &Plan, run: &RunPlan, output: &RunOutput) -> RetrievalIn
     if let Some(exact) = &output.exact {
         info.recall_vs_exact = Some(crate::retrieval::recall(
             &output.neighbours,
-            &exact.neighbours,
+            &exact.knn.neighbours,
         ));
-        info.exact_seconds = Some(exact.knn_s);
+        info.exact_seconds = Some(exact.knn.knn_s);
         info.exact_metrics = exact.evaluation.means.clone();
         info.metric_differences = (output.evaluation.means.iter())
             .filter_map(|(key, ours)| Some((key.clone(), ours - exact.evaluation.means.get(key)?)))

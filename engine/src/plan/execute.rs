@@ -66,13 +66,12 @@ pub struct RunOutput {
     pub exact: Option<ExactOutput>,
 }
 
-/// The exact neighbours and metrics of an approximate run's vectors.
+/// The exact search (neighbours, and the seconds it took when computed) and metrics of an
+/// approximate run's vectors.
 #[derive(Clone, Debug)]
 pub struct ExactOutput {
-    pub neighbours: Arc<Neighbours>,
+    pub knn: Arc<KnnRecord>,
     pub evaluation: Arc<Evaluation>,
-    /// Seconds the exact search took when it was computed.
-    pub knn_s: f64,
 }
 
 pub struct Executor<'a> {
@@ -246,11 +245,7 @@ impl<'a> Executor<'a> {
             hits: tally.hits,
             misses: tally.misses,
             faiss: knn.faiss.clone(),
-            exact: exact.map(|(_, record, evaluation)| ExactOutput {
-                neighbours: Arc::new(record.neighbours.clone()),
-                evaluation,
-                knn_s: record.knn_s,
-            }),
+            exact: exact.map(|(_, knn, evaluation)| ExactOutput { knn, evaluation }),
         })
     }
 
