@@ -5,29 +5,12 @@ mod common;
 
 use std::path::Path;
 
-use common::{embedlab, fixture_models, fixture_plugin_dir, stderr};
+use common::{embedlab, fixture_models, fixture_plugin_dir, stderr, write_text_dataset};
 use serde_json::Value;
 
-/// 2,500 samples (three 1,024-row chunks) with captions of varied length, labels by length band.
+/// 2,500 samples (ten 256-row chunks) with captions of varied length, labels by length band.
 fn write_dataset(dir: &Path) {
-    let words = [
-        "a", "cat", "sits", "on", "the", "old", "red", "mat", "under", "sky",
-    ];
-    let mut jsonl = String::new();
-    for i in 0..2500usize {
-        let len = 2 + i % 9;
-        let caption: Vec<&str> = (0..len)
-            .map(|j| words[(i * 7 + j * 3) % words.len()])
-            .collect();
-        let second: Vec<&str> = (0..(1 + i % 4))
-            .map(|j| words[(i + j) % words.len()])
-            .collect();
-        let label = format!("band{}", len / 3);
-        let line = serde_json::json!({ "id": format!("t{i}"), "labels": [label], "captions": [caption.join(" "), second.join(" ")] });
-        jsonl.push_str(&line.to_string());
-        jsonl.push('\n');
-    }
-    std::fs::write(dir.join("samples.jsonl"), jsonl).unwrap();
+    write_text_dataset(dir, 2500);
     fixture_models(dir, &["ok"]);
 }
 
@@ -109,7 +92,10 @@ fn encoder_runs_are_cached_and_resume_from_their_chunks() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    let complete: Vec<_> = entries.iter().filter(|p| p.is_file()).collect();
+    let complete: Vec<_> = entries
+        .iter()
+        .filter(|p| p.is_file() && p.extension().is_none())
+        .collect();
     assert_eq!(complete.len(), 2, "one entry per caption source");
     for entry in complete {
         std::fs::remove_file(entry).unwrap();
@@ -117,13 +103,13 @@ fn encoder_runs_are_cached_and_resume_from_their_chunks() {
             "{}.chunks",
             entry.file_name().unwrap().to_string_lossy()
         ));
-        std::fs::remove_file(chunks.join("000002")).unwrap();
+        std::fs::remove_file(chunks.join("000009")).unwrap();
     }
     let resumed = run(dir, &plugins);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_eq!(
         stderr(&resumed)
-            .matches("resumed, 2 of 3 chunks were already encoded")
+            .matches("resumed, 9 of 10 chunks were already encoded")
             .count(),
         2,
         "{}",

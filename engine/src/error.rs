@@ -48,6 +48,14 @@ pub enum Error {
     Unsupported(String),
     #[error("run \"{run}\": {source}")]
     InRun { run: String, source: Box<Error> },
+    /// Ctrl-C (or SIGTERM) stopped long work after it stored a chunk.
+    #[error(
+        "interrupted {at}; what was finished is cached, so the same command resumes from there"
+    )]
+    Interrupted {
+        /// Where the work stopped, e.g. "after 3 of 12 chunks of encoding".
+        at: String,
+    },
 }
 
 impl Error {
@@ -55,6 +63,15 @@ impl Error {
         Error::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    /// Whether this is (or wraps) an interruption, which stops the whole experiment.
+    pub fn is_interrupted(&self) -> bool {
+        match self {
+            Error::Interrupted { .. } => true,
+            Error::InRun { source, .. } => source.is_interrupted(),
+            _ => false,
         }
     }
 

@@ -91,6 +91,7 @@ pub fn run(
         })
         .collect();
     for run_plan in &plan.runs {
+        crate::interrupt::check(|| format!("before run \"{}\"", run_plan.name))?;
         let outcome = executor
             .run(run_plan)
             .and_then(|output| finish_run(manifest, &plan, run_plan, &output, &dir));
@@ -100,6 +101,7 @@ pub fn run(
                 runs.push(result);
                 scores.push(run_scores);
             }
+            Err(e) if e.is_interrupted() => return Err(e),
             Err(e) => {
                 progress.warn(&format!("run \"{}\" failed: {e}", run_plan.name));
                 failed.push(FailedRun {

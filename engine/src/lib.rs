@@ -7,6 +7,7 @@ pub mod digest;
 pub mod embed;
 pub mod error;
 pub mod experiment;
+pub mod interrupt;
 pub mod manifest;
 pub mod metrics;
 pub mod models;

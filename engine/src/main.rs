@@ -1,6 +1,7 @@
 //! The `embedlab` command line: parses flags, calls the library, prints one-line errors.
 
 mod bench;
+mod cache_cli;
 mod commands;
 
 use std::path::{Path, PathBuf};
@@ -142,6 +143,11 @@ enum Command {
         #[command(subcommand)]
         what: bench::Bench,
     },
+    /// Check the cache's entries against their checksums, or remove entries (gc).
+    Cache {
+        #[command(subcommand)]
+        what: cache_cli::CacheCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -171,6 +177,10 @@ struct ManifestArgs {
     /// Cache folder (default: .embedlab/cache beside the manifest).
     #[arg(long, value_name = "DIR", env = "EMBEDLAB_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Let the manifest give an encoder's `plugin` as a library path (relative to the manifest)
+    /// instead of a plugin name. Loading a library runs its code: only for manifests you trust.
+    #[arg(long)]
+    allow_plugin_path: bool,
 }
 
 impl ManifestArgs {
@@ -178,6 +188,7 @@ impl ManifestArgs {
         let overrides = Overrides {
             env: true,
             sets: self.sets.clone(),
+            allow_plugin_paths: self.allow_plugin_path,
         };
         Ok(manifest::load(&self.manifest, &overrides)?)
     }
@@ -220,11 +231,20 @@ fn main() -> ExitCode {
     };
     match dispatch(cli.command, &sources, &progress) {
         Ok(code) => code,
+        Err(err) if interrupted(&err) => {
+            eprintln!("{err:#}");
+            ExitCode::from(embedlab::interrupt::EXIT_STATUS)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn interrupted(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<embedlab::error::Error>()
+        .is_some_and(embedlab::error::Error::is_interrupted)
 }
 
 /// Where plugins and models come from (global flags).
@@ -304,6 +324,7 @@ fn dispatch(command: Command, sources: &Sources, progress: &Progress) -> anyhow:
             }
         }
         Command::Bench { what } => bench::run(what, sources, progress),
+        Command::Cache { what } => cache_cli::run(what, sources, progress),
     }
 }
 
@@ -316,6 +337,7 @@ fn run(
 ) -> anyhow::Result<ExitCode> {
     let manifest = args.load()?;
     let settings = sources.settings(out, args.cache_dir());
+    embedlab::interrupt::install().context("installing the Ctrl-C handler")?;
     let summary = experiment::run(&manifest, &settings, progress)?;
     progress.info(&format!("wrote {}", summary.written.markdown.display()));
     progress.info(&format!("wrote {}", summary.written.html.display()));

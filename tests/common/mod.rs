@@ -46,6 +46,12 @@ pub fn stderr(out: &Output) -> String {
 
 /// The folder holding `libembedlab_fixture_plugin.so`, built with the workspace's cargo.
 pub fn fixture_plugin_dir() -> PathBuf {
+    built_plugin_dir("embedlab-fixture-plugin")
+}
+
+/// The folder holding the library of plugin crate `package`, built (test profile) with the
+/// workspace's cargo.
+pub fn built_plugin_dir(package: &str) -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -53,11 +59,11 @@ pub fn fixture_plugin_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace.join("target"), PathBuf::from);
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "embedlab-fixture-plugin"])
+        .args(["build", "--quiet", "-p", package])
         .current_dir(&workspace)
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "building the fixture plugin failed");
+    assert!(status.success(), "building {package} failed");
     target.join("debug")
 }
 
@@ -182,4 +188,27 @@ pub fn read_u32_npy(path: &Path) -> (Vec<u32>, usize, usize) {
         .collect();
     assert_eq!(values.len(), dims[0] * dims[1]);
     (values, dims[0], dims[1])
+}
+
+/// `samples.jsonl` in `dir`: `n` samples `t0..` with two captions of varied length each,
+/// labelled by the first caption's length band.
+pub fn write_text_dataset(dir: &Path, n: usize) {
+    let words = [
+        "a", "cat", "sits", "on", "the", "old", "red", "mat", "under", "sky",
+    ];
+    let mut jsonl = String::new();
+    for i in 0..n {
+        let len = 2 + i % 9;
+        let caption: Vec<&str> = (0..len)
+            .map(|j| words[(i * 7 + j * 3) % words.len()])
+            .collect();
+        let second: Vec<&str> = (0..(1 + i % 4))
+            .map(|j| words[(i + j) % words.len()])
+            .collect();
+        let label = format!("band{}", len / 3);
+        let line = serde_json::json!({ "id": format!("t{i}"), "labels": [label], "captions": [caption.join(" "), second.join(" ")] });
+        jsonl.push_str(&line.to_string());
+        jsonl.push('\n');
+    }
+    std::fs::write(dir.join("samples.jsonl"), jsonl).unwrap();
 }

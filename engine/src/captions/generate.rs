@@ -19,7 +19,7 @@ use std::time::Instant;
 use embedlab_plugin::Image;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{Lookup, Store};
+use crate::cache::{Chunk, Lookup, Store};
 use crate::dataset::Sample;
 use crate::digest::Digest;
 use crate::embed::encode::{IMAGE_BATCH, SkippedRow, readable};
@@ -125,7 +125,7 @@ pub fn generate(
     let ranges = chunk_ranges(samples.len());
     let mut stored = Vec::with_capacity(ranges.len());
     for (index, range) in ranges.iter().enumerate() {
-        stored.push(match store.get_chunk(STAGE, key, index)? {
+        stored.push(match store.get_chunk(STAGE, key, Chunk::new(index))? {
             Lookup::Hit(bytes) => parse_jsonl(&bytes, &samples[range.clone()]),
             _ => None,
         });
@@ -135,6 +135,7 @@ pub fn generate(
         .flat_map(|(range, _)| paths[range.clone()].chunks(IMAGE_BATCH).map(<[_]>::to_vec))
         .collect();
     let mut decoded = Prefetcher::start(todo);
+    let n_chunks = ranges.len();
 
     let (mut lines, mut generate_s, mut reused_chunks) = (Vec::new(), 0.0, 0);
     for (index, (range, found)) in ranges.into_iter().zip(stored).enumerate() {
@@ -145,6 +146,10 @@ pub fn generate(
                 chunk
             }
             None => {
+                let total = n_chunks;
+                crate::interrupt::check(|| {
+                    format!("after {index} of {total} chunks of captioning")
+                })?;
                 let started = Instant::now();
                 let mut chunk = Vec::with_capacity(rows);
                 for first in range.step_by(IMAGE_BATCH) {
@@ -156,7 +161,7 @@ pub fn generate(
                     chunk.extend(batch_lines(samples, batch_rows, &good, captions, skipped));
                 }
                 generate_s += started.elapsed().as_secs_f64();
-                store.put_chunk(STAGE, key, index, &to_jsonl(&chunk))?;
+                store.put_chunk(STAGE, key, Chunk::new(index), &to_jsonl(&chunk))?;
                 chunk
             }
         };

@@ -16,13 +16,15 @@ use serde::{Deserialize, Serialize};
 
 use super::Vectors;
 use super::images::{Decoded, Prefetcher, Unreadable};
-use crate::cache::{Lookup, Store};
-use crate::digest::{Digest, Hasher};
+use crate::cache::{Chunk, Lookup, Store};
+use crate::digest::Digest;
 use crate::error::Error;
 use crate::plugin::EncoderHandle;
 
-/// Rows per stored chunk (part of the stage key, so changing it never mixes layouts).
-pub const CHUNK_ROWS: usize = 1024;
+/// Rows per stored chunk (part of the stage key, so changing it never mixes layouts). A kill or
+/// Ctrl-C loses at most this much work: under a second for MiniLM, a few seconds for
+/// EfficientNet-Lite0 on two cores.
+pub const CHUNK_ROWS: usize = 256;
 
 /// Cache folder of encoded vectors.
 pub const STAGE: &str = "embed";
@@ -93,7 +95,7 @@ pub fn load(store: &Store, key: &Digest) -> Result<Option<Encoded>, Error> {
     };
     let mut data = Vec::with_capacity(meta.n * meta.dim);
     for chunk in 0..meta.chunks {
-        let Lookup::Hit(bytes) = store.get_chunk(STAGE, key, chunk)? else {
+        let Lookup::Hit(bytes) = store.get_chunk(STAGE, key, Chunk::new(chunk))? else {
             return Ok(None);
         };
         data.extend(floats(&bytes));
@@ -271,14 +273,14 @@ impl<'a> Chunks<'a> {
 
     /// A stored chunk's vectors and skipped rows, if the chunk is complete and intact.
     fn stored(&self, index: usize, rows: usize) -> Result<Option<ChunkOutput>, Error> {
-        let Lookup::Hit(bytes) = self.store.get_chunk(STAGE, self.key, index)? else {
+        let Lookup::Hit(bytes) = self.store.get_chunk(STAGE, self.key, Chunk::new(index))? else {
             return Ok(None);
         };
         if bytes.len() != rows * self.dim * 4 {
             return Ok(None);
         }
         // The skip list is written before the vectors, so a stored vector chunk has one.
-        let skipped = match self.store.get_chunk(STAGE, &skips_key(self.key), index)? {
+        let skipped = match self.store.get_chunk(STAGE, self.key, skips_chunk(index))? {
             Lookup::Hit(json) => serde_json::from_slice(&json).ok(),
             _ => None,
         };
@@ -318,14 +320,19 @@ impl<'a> Chunks<'a> {
                     found
                 }
                 None => {
+                    let total = self.n.div_ceil(CHUNK_ROWS);
+                    crate::interrupt::check(|| {
+                        format!("after {index} of {total} chunks of encoding")
+                    })?;
                     let started = Instant::now();
                     let (vectors, chunk_skipped) = encode(range)?;
                     encode_s += started.elapsed().as_secs_f64();
                     let skips = serde_json::to_vec(&chunk_skipped).expect("serialises");
                     self.store
-                        .put_chunk(STAGE, &skips_key(self.key), index, &skips)?;
+                        .put_chunk(STAGE, self.key, skips_chunk(index), &skips)?;
                     let bytes: Vec<u8> = vectors.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    self.store.put_chunk(STAGE, self.key, index, &bytes)?;
+                    self.store
+                        .put_chunk(STAGE, self.key, Chunk::new(index), &bytes)?;
                     (vectors, chunk_skipped)
                 }
             };
@@ -360,8 +367,8 @@ impl<'a> Chunks<'a> {
 }
 
 /// Where a chunk's skipped rows are stored, beside its vectors.
-fn skips_key(key: &Digest) -> Digest {
-    Hasher::new("embed-skips").digest(key).finish()
+fn skips_chunk(index: usize) -> Chunk {
+    Chunk::side(index, "skips")
 }
 
 fn floats(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {

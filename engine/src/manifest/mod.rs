@@ -137,6 +137,10 @@ pub struct Overrides {
     pub env: bool,
     /// `key.path=value` pairs, applied in order.
     pub sets: Vec<String>,
+    /// Accept an encoder's or captioner's `plugin` given as a library path rather than a plugin
+    /// name (`--allow-plugin-path`): loading it runs its code, so by default a manifest can only
+    /// name plugins from the folders the user configured.
+    pub allow_plugin_paths: bool,
 }
 
 /// Reads, layers, expands, validates and resolves a manifest.
@@ -167,6 +171,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestErro
     manifest.cutoffs = validate(&manifest, &layered.metrics.cutoffs, &ctx)?;
     validate_statistics(&mut manifest, &ctx)?;
     validate_references(&manifest, &ctx)?;
+    validate_plugins(&manifest, overrides.allow_plugin_paths, &ctx)?;
     resolve_paths(&mut manifest);
     Ok(manifest)
 }
@@ -306,6 +311,35 @@ fn validate(m: &Manifest, cutoffs: &[usize], ctx: &Context) -> Result<Vec<usize>
         validate_run(run, &at, m, ctx)?;
     }
     Ok(cutoffs)
+}
+
+/// Every `plugin` is a plugin name, or, when `allow_paths`, a library path.
+fn validate_plugins(m: &Manifest, allow_paths: bool, ctx: &Context) -> Result<(), ManifestError> {
+    let tables = [("encoders", &m.encoders), ("captioners", &m.captioners)];
+    for (section, table) in tables {
+        for (name, encoder) in table {
+            let at = KeyPath::default().name(section).name(name).name("plugin");
+            let plugin = &encoder.plugin;
+            if crate::plugin::is_path(plugin) && !allow_paths {
+                return Err(ctx.error(
+                    &at,
+                    format!(
+                        "{plugin:?} is a file path; plugins load only from the plugin folders \
+                         (--plugin-dir, {}, the binary's folder): name the plugin, or pass \
+                         --allow-plugin-path to load this library",
+                        crate::plugin::PATH_VAR
+                    ),
+                ));
+            }
+            if !crate::plugin::is_path(plugin) && !crate::plugin::valid_name(plugin) {
+                return Err(ctx.error(
+                    &at,
+                    format!("invalid plugin name {plugin:?}: use letters, digits, '_' and '-'"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_name_char(c: char) -> bool {
@@ -709,6 +743,11 @@ fn resolve_paths(m: &mut Manifest) {
         .chain(d.labels.iter_mut())
         .chain(d.narratives.iter_mut())
         .for_each(resolve);
+    // A plugin given as a path (validate_plugins allowed it) is relative to the manifest too.
+    let tables = m.encoders.values_mut().chain(m.captioners.values_mut());
+    for encoder in tables.filter(|e| crate::plugin::is_path(&e.plugin)) {
+        encoder.plugin = base.join(&encoder.plugin).display().to_string();
+    }
     for part in m.runs.iter_mut().flat_map(|r| r.parts.iter_mut()) {
         part.precomputed
             .iter_mut()
@@ -748,8 +787,8 @@ parts = [{ precomputed = "vectors/text.npy" }]
     fn load_text(text: &str, sets: &[&str]) -> Result<Manifest, ManifestError> {
         let (_dir, path) = write(text);
         let overrides = Overrides {
-            env: false,
             sets: sets.iter().map(|s| s.to_string()).collect(),
+            ..Overrides::default()
         };
         load(&path, &overrides)
     }
@@ -897,6 +936,34 @@ parts = [{ precomputed = "vectors/text.npy" }]
     }
 
     #[test]
+    fn plugins_given_as_paths_need_the_flag_and_are_relative_to_the_manifest() {
+        let text =
+            BASE.to_string() + "\n[encoders.x]\nplugin = \"lib/libembedlab_x.so\"\nmodel = \"m\"\n";
+        let err = error(&text, &[]);
+        assert!(
+            err.contains(
+                "m.toml:18:10: encoders.x.plugin: \"lib/libembedlab_x.so\" is a file path"
+            ) && err.contains("--allow-plugin-path"),
+            "{err}"
+        );
+        let (dir, path) = write(&text);
+        let allowed = Overrides {
+            allow_plugin_paths: true,
+            ..Overrides::default()
+        };
+        let loaded = load(&path, &allowed).unwrap();
+        let expected = std::path::absolute(dir.path().join("lib/libembedlab_x.so")).unwrap();
+        assert_eq!(Path::new(&loaded.encoders["x"].plugin), expected);
+
+        let bad_name = text.replace("lib/libembedlab_x.so", "x y");
+        let err = error(&bad_name, &[]);
+        assert!(
+            err.contains("m.toml:18:10: encoders.x.plugin: invalid plugin name \"x y\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn wrong_type_names_line_and_column() {
         let err = error(&BASE.replace("k = 5", "k = \"five\""), &[]);
         assert!(
@@ -938,6 +1005,7 @@ parts = [{ precomputed = "vectors/text.npy" }]
         let both = Overrides {
             env: true,
             sets: vec!["retrieval.query_block=64".into()],
+            ..Overrides::default()
         };
         let mut loaded = None;
         figment::Jail::expect_with(|jail| {

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::codec::{KnnRecord, decode_knn, encode_knn};
 use super::{DATASET, EncoderSetups, KNN, KnnBackend, METRICS, Plan, RunPlan, StageKind};
-use crate::cache::{Lookup, Store};
+use crate::cache::{Claim, Lookup, Store};
 use crate::captions::{self, generate::Generated};
 use crate::dataset::{self, Dataset, SampleId};
 use crate::digest::Digest;
@@ -174,6 +174,12 @@ impl<'a> Executor<'a> {
 
     /// Runs one run's stages that are not available yet.
     pub fn run(&mut self, run: &RunPlan) -> Result<RunOutput, Error> {
+        let output = self.run_stages(run);
+        self.report_corrupt();
+        output
+    }
+
+    fn run_stages(&mut self, run: &RunPlan) -> Result<RunOutput, Error> {
         let started = Instant::now();
         let mut tally = Tally::default();
         let full = self.dataset_counted(&mut tally)?;
@@ -284,9 +290,12 @@ impl<'a> Executor<'a> {
 
     fn load_dataset(&mut self) -> Result<Arc<Dataset>, Error> {
         let stage = &self.plan.dataset;
-        let ds = match self.load_json::<Dataset>(DATASET, &stage.key)? {
-            Some(ds) => Arc::new(ds),
-            None => {
+        let found = self.claim(DATASET, &stage.key, "the dataset", || {
+            self.load_json::<Dataset>(DATASET, &stage.key)
+        })?;
+        let ds = match found {
+            Claim::Found(ds) => Arc::new(ds),
+            Claim::Mine(_computing) => {
                 let ds = match &stage.loaded {
                     Some(ds) => ds.clone(),
                     None => {
@@ -309,6 +318,7 @@ impl<'a> Executor<'a> {
             }
         };
         self.dataset = Some(ds.clone());
+        self.report_corrupt();
         Ok(ds)
     }
 
@@ -327,24 +337,19 @@ impl<'a> Executor<'a> {
             tally.count(true);
             return Ok(record.clone());
         }
-        let cached = match self.store.get(KNN, &stage.key)? {
-            Lookup::Hit(bytes) => decode_knn(&bytes),
-            Lookup::Miss => None,
-            Lookup::Corrupt(path) => {
-                self.progress.warn(&format!(
-                    "{}: corrupt cache entry, recomputing",
-                    path.display()
-                ));
-                None
-            }
-        };
         let key = stage.key;
-        let record = match cached {
-            Some(record) => {
+        let found = self.claim(KNN, &key, &format!("the k-NN search of run {run}"), || {
+            Ok(match self.store.get(KNN, &key)? {
+                Lookup::Hit(bytes) => decode_knn(&bytes),
+                _ => None,
+            })
+        })?;
+        let record = match found {
+            Claim::Found(record) => {
                 tally.count(true);
                 record
             }
-            None => {
+            Claim::Mine(_computing) => {
                 tally.count(false);
                 self.knn_computed.insert(index);
                 let started = Instant::now();
@@ -418,12 +423,15 @@ impl<'a> Executor<'a> {
             return Ok(found.clone());
         }
         let key = self.plan.stages[index].key;
-        let found = match self.load_json::<Evaluation>(METRICS, &key)? {
-            Some(evaluation) => {
+        let found = self.claim(METRICS, &key, "metrics", || {
+            self.load_json::<Evaluation>(METRICS, &key)
+        })?;
+        let found = match found {
+            Claim::Found(evaluation) => {
                 tally.count(true);
                 (Arc::new(evaluation), 0.0)
             }
-            None => {
+            Claim::Mine(_computing) => {
                 tally.count(false);
                 let started = Instant::now();
                 let evaluation =
@@ -594,14 +602,20 @@ impl<'a> Executor<'a> {
         };
         let uncaptioned = generated.as_ref().map(|g| g.skipped()).unwrap_or_default();
         let key = self.plan.stages[index].key;
-        if let Some(found) = encode::load(self.store, &key)? {
-            tally.count(true);
-            self.encode_costs
-                .insert(index, PartCost::of(&found.meta, false));
-            let skipped = [found.meta.skipped, uncaptioned].concat();
-            self.skipped_rows.insert(index, skipped);
-            return Ok(found.vectors);
-        }
+        let store = self.store;
+        let what = format!("the vectors of encoder {encoder}");
+        let found = self.claim(encode::STAGE, &key, &what, || encode::load(store, &key))?;
+        let _computing = match found {
+            Claim::Mine(lock) => lock,
+            Claim::Found(found) => {
+                tally.count(true);
+                self.encode_costs
+                    .insert(index, PartCost::of(&found.meta, false));
+                let skipped = [found.meta.skipped, uncaptioned].concat();
+                self.skipped_rows.insert(index, skipped);
+                return Ok(found.vectors);
+            }
+        };
         tally.count(false);
         let (store, progress) = (self.store, self.progress);
         let strict = self.manifest.dataset.strict;
@@ -664,12 +678,17 @@ impl<'a> Executor<'a> {
             unreachable!("generated captions come from a captions stage")
         };
         let (key, captioner) = (stage.key, captioner.clone());
-        let generated = match captions::generate::load(self.store, &key, &ds.samples)? {
-            Some(found) => {
+        let store = self.store;
+        let what = format!("the captions of {captioner}");
+        let found = self.claim(captions::generate::STAGE, &key, &what, || {
+            captions::generate::load(store, &key, &ds.samples)
+        })?;
+        let generated = match found {
+            Claim::Found(found) => {
                 tally.count(true);
                 found
             }
-            None => {
+            Claim::Mine(_computing) => {
                 tally.count(false);
                 let (store, progress) = (self.store, self.progress);
                 let strict = self.manifest.dataset.strict;
@@ -717,22 +736,45 @@ impl<'a> Executor<'a> {
         created(&mut self.encoders, &self.plan.encoders, name, self.progress)
     }
 
-    /// A JSON stage output from the cache; a corrupt or unreadable entry is reported and missed.
+    /// A JSON stage output from the cache; a corrupt or unreadable entry is missed (the store
+    /// remembers a corrupt one for [`Executor::report_corrupt`]).
     fn load_json<T: DeserializeOwned>(
         &self,
         folder: &str,
         key: &Digest,
     ) -> Result<Option<T>, Error> {
-        match self.store.get(folder, key)? {
-            Lookup::Hit(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-            Lookup::Miss => Ok(None),
-            Lookup::Corrupt(path) => {
-                self.progress.warn(&format!(
-                    "{}: corrupt cache entry, recomputing",
-                    path.display()
-                ));
-                Ok(None)
-            }
+        Ok(match self.store.get(folder, key)? {
+            Lookup::Hit(bytes) => serde_json::from_slice(&bytes).ok(),
+            _ => None,
+        })
+    }
+
+    /// The cache entry `stage/key` as `lookup` reads it, or the right to compute it: while
+    /// another process computes `what`, this one says so and waits for its result.
+    fn claim<T>(
+        &self,
+        stage: &str,
+        key: &Digest,
+        what: &str,
+        lookup: impl FnMut() -> Result<Option<T>, Error>,
+    ) -> Result<Claim<T>, Error> {
+        let waiting = || {
+            self.progress.info(&format!(
+                "waiting for another embedlab process computing {what} (cache entry {stage}/{})",
+                key.short()
+            ))
+        };
+        self.store.claim(stage, key, waiting, lookup)
+    }
+
+    /// Warns of every cache entry found corrupt so far: each was treated as missing and is
+    /// recomputed (and overwritten) by this invocation.
+    fn report_corrupt(&self) {
+        for path in self.store.take_corrupt() {
+            self.progress.warn(&format!(
+                "{}: corrupt cache entry (checksum mismatch or truncated); recomputing it",
+                path.display()
+            ));
         }
     }
 }

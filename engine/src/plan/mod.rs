@@ -112,9 +112,11 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// The cache folder of a stored stage; `None` for stages rebuilt in memory.
+    /// The cache folder of a stored stage; `None` for stages rebuilt in memory or read from
+    /// the user's files.
     pub fn cache_folder(&self) -> Option<&'static str> {
         match self.kind {
+            StageKind::Encode { .. } => Some(encode::STAGE),
             StageKind::Captions { .. } => Some(generate::STAGE),
             StageKind::Knn { .. } => Some(KNN),
             StageKind::Metrics { .. } => Some(METRICS),
@@ -206,6 +208,17 @@ impl Plan {
             captioners,
             broken,
         })
+    }
+
+    /// Every cache entry the plan reads or writes: `(stage folder, key)`.
+    pub fn cache_entries(&self) -> Vec<(&'static str, Digest)> {
+        let stored = self
+            .stages
+            .iter()
+            .filter_map(|s| Some((s.cache_folder()?, s.key)));
+        std::iter::once((DATASET, self.dataset.key))
+            .chain(stored)
+            .collect()
     }
 
     /// The DAG as `embedlab plan` prints it.
@@ -767,7 +780,11 @@ impl EncoderSetups {
 }
 
 fn setup(encoder: &Encoder, env: &Environment) -> Result<EncoderSetup, Error> {
-    let plugin = crate::plugin::find(&encoder.plugin, &env.plugins)?;
+    // A path got through the manifest only with --allow-plugin-path; it is absolute by now.
+    let plugin = match crate::plugin::is_path(&encoder.plugin) {
+        true => Plugin::load(Path::new(&encoder.plugin))?,
+        false => crate::plugin::find(&encoder.plugin, &env.plugins)?,
+    };
     let model = if env.fetch {
         env.models.resolve(&encoder.model)?
     } else {

@@ -86,7 +86,14 @@ fn name_of_file(file: &str) -> Option<&str> {
     valid_name(name).then_some(name)
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether a manifest's `plugin` value is a library path rather than a plugin name: it has a
+/// folder separator or the platform's library suffix.
+pub fn is_path(plugin: &str) -> bool {
+    plugin.contains(['/', std::path::MAIN_SEPARATOR]) || plugin.ends_with(DLL_SUFFIX)
+}
+
+/// Whether `name` can be a plugin's name (and so part of a library file name).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
