@@ -206,3 +206,36 @@ fn plugins_list_shows_the_fixture() {
     );
     assert!(listing.contains("fail-encode"), "{listing}");
 }
+
+#[test]
+fn a_plugin_path_in_a_manifest_loads_only_with_allow_plugin_path() {
+    let plugins = fixture_plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write_dataset(dir);
+    // The library sits beside the manifest, outside every plugin folder.
+    let library = "libembedlab_fixture_plugin.so";
+    std::fs::create_dir(dir.join("lib")).unwrap();
+    std::fs::copy(plugins.join(library), dir.join("lib").join(library)).unwrap();
+    let text = manifest("ok").replace(
+        "plugin = \"fixture_plugin\"",
+        "plugin = \"lib/libembedlab_fixture_plugin.so\"",
+    );
+    std::fs::write(dir.join("exp.toml"), text).unwrap();
+
+    let refused = embedlab(dir, &["run", "exp.toml"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    let err = stderr(&refused);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: exp.toml:10:10: encoders.stats.plugin: \"lib/libembedlab_fixture_plugin.so\" is a file path")
+            && err.contains("--allow-plugin-path"),
+        "{err}"
+    );
+    assert!(!dir.join("reports").exists(), "nothing ran");
+
+    let allowed = embedlab(dir, &["run", "exp.toml", "--allow-plugin-path"]);
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    let r = results(dir);
+    assert_eq!(r["runs"][0]["encoders"][0]["plugin"], "fixture_plugin");
+}

@@ -406,3 +406,114 @@ fn html_reports_render_in_headless_chromium_without_console_errors() {
         );
     }
 }
+
+/// Strings a dataset or manifest could use to inject markup into a report.
+const SCRIPT: &str = "<script>alert(1)</script>";
+const IMAGE: &str = "<img src=x onerror=alert(2)>";
+
+/// An experiment whose dataset name, sample ids, labels and captions carry markup: one run
+/// succeeds (label sets reach the charts; its name has a `|`), one fails naming a sample whose
+/// id is a script.
+fn hostile(dir: &Path) -> PathBuf {
+    let label_sets = [vec![IMAGE], vec!["cat|dog"], vec!["plain", SCRIPT]];
+    let mut jsonl = String::new();
+    let mut ids = Vec::new();
+    let mut rows = Vec::new();
+    for i in 0..30usize {
+        let id = if i == 0 {
+            SCRIPT.to_string()
+        } else {
+            format!("s{i}")
+        };
+        let set = i % 3;
+        let line = serde_json::json!({ "id": id, "labels": label_sets[set], "captions": [SCRIPT] });
+        jsonl.push_str(&format!("{line}\n"));
+        ids.push(id);
+        rows.push(vec![
+            1.0 + set as f32,
+            (i % 7) as f32 * 0.1,
+            0.5,
+            (i % 5) as f32 * 0.2,
+        ]);
+    }
+    std::fs::write(dir.join("samples.jsonl"), jsonl).unwrap();
+    common::write_npy(&dir.join("v.npy"), &rows);
+    std::fs::write(dir.join("v.ids.txt"), ids.join("\n") + "\n").unwrap();
+    std::fs::write(dir.join("short.ids.txt"), ids[1..].join("\n") + "\n").unwrap();
+    common::write_npy(&dir.join("short.npy"), &rows[1..]);
+    let manifest = format!(
+        r#"
+[experiment]
+name = "hostile"
+
+[dataset]
+format = "jsonl"
+name = "{}"
+path = "samples.jsonl"
+
+[retrieval]
+k = 5
+
+[[runs]]
+name = "vectors|all"
+parts = [{{ precomputed = "v.npy" }}]
+
+[[runs]]
+name = "short"
+parts = [{{ precomputed = "short.npy" }}]
+"#,
+        IMAGE.replace('"', "\\\"")
+    );
+    let path = dir.join("hostile.toml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+#[test]
+fn dataset_strings_reach_reports_as_text_never_as_markup() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = hostile(dir.path());
+    let out = run(dir.path(), &manifest, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one run fails: {}",
+        stderr(&out)
+    );
+    let report = dir.path().join("reports/hostile");
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    for (name, text) in [("report.html", &html), ("report.md", &markdown)] {
+        assert!(
+            !text.contains("<script") && !text.contains("<img"),
+            "{name}"
+        );
+        assert!(
+            text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{name}: the failed run's sample id"
+        );
+        assert!(
+            text.contains("&lt;img src=x onerror=alert(2)&gt;"),
+            "{name}: the dataset name"
+        );
+    }
+    assert!(
+        markdown.contains("| **vectors\\|all** |"),
+        "a run name's | does not split its table row"
+    );
+
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let (dom, console) = load(&chromium, &report.join("report.html"), None);
+    // An injected script or image would break the page's content policy, which logs.
+    assert!(console.is_empty(), "console messages {console:#?}");
+    assert!(
+        !dom.contains("<script") && !dom.contains("<img"),
+        "no element was injected"
+    );
+    assert!(
+        dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "shown as text"
+    );
+}

@@ -277,6 +277,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 
 fn render(name: &str, source: &str, view: &View, path: &Path) -> Result<String, Error> {
     let mut env = Environment::new();
+    if name.ends_with(".md") {
+        env.set_formatter(markdown_formatter);
+    }
     env.add_template(name, source)
         .map_err(|e| template_error(path, e))?;
     let template = env
@@ -285,6 +288,37 @@ fn render(name: &str, source: &str, view: &View, path: &Path) -> Result<String, 
     template
         .render(minijinja::value::Serde(view))
         .map_err(|e| template_error(path, e))
+}
+
+/// Writes values into Markdown. Strings from users' files (labels, sample ids, paths, run
+/// names) could carry raw HTML, which many Markdown viewers render, or a `|` or line break that
+/// breaks a table row: those are neutralised. Strings marked safe are written as they are.
+fn markdown_formatter(
+    out: &mut minijinja::Output,
+    state: &mut minijinja::State,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    match value.as_str() {
+        Some(text) if !value.is_safe() => {
+            Ok(std::fmt::Write::write_str(out, &escape_markdown(text))?)
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    }
+}
+
+fn escape_markdown(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '&' => escaped.push_str("&amp;"),
+            '|' => escaped.push_str("\\|"),
+            '\n' | '\r' => escaped.push(' '),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 fn template_error(path: &Path, e: minijinja::Error) -> Error {
