@@ -25,6 +25,12 @@ pub enum Error {
     Retrieval(#[from] RetrievalError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// An input file (dataset, vectors) that could not be read to key its stage.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
