@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{built_plugin_dir, embedlab, stderr};
+use common::{candle_plugin_dir, embedlab, stderr};
 use serde_json::Value;
 
 /// Samples encoded: six 256-row chunks, so a kill lands between chunks with room either side.
@@ -78,7 +78,7 @@ parts = [{{ encoder = "minilm" }}]
             model.display()
         );
         std::fs::write(dir.path().join("exp.toml"), manifest).unwrap();
-        let plugins = built_plugin_dir("embedlab-candle");
+        let plugins = candle_plugin_dir();
         Some(Experiment { dir, plugins })
     }
 

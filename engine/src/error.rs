@@ -25,6 +25,12 @@ pub enum Error {
     Retrieval(#[from] RetrievalError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// An input file (dataset, vectors) that could not be read to key its stage.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -46,6 +52,22 @@ pub enum Error {
     /// Something this build cannot do yet, said plainly.
     #[error("{0}")]
     Unsupported(String),
+    /// Every query ranks k other samples, so the dataset must keep more than k.
+    #[error(
+        "{}: retrieval.k = {k} needs at least {} samples, but dataset \"{dataset}\" keeps {kept} of {loaded} after filtering{}",
+        manifest.display(),
+        k + 1,
+        parenthesised(dropped)
+    )]
+    TooFewSamples {
+        manifest: PathBuf,
+        k: usize,
+        dataset: String,
+        kept: usize,
+        loaded: usize,
+        /// Why the others were dropped ([`crate::dataset::DatasetStats::dropped_summary`]).
+        dropped: String,
+    },
     #[error("run \"{run}\": {source}")]
     InRun { run: String, source: Box<Error> },
     /// Ctrl-C (or SIGTERM) stopped long work after it stored a chunk.
@@ -80,5 +102,14 @@ impl Error {
             run: run.to_string(),
             source: Box::new(self),
         }
+    }
+}
+
+/// ` (text)`, or nothing for empty text.
+fn parenthesised(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" ({text})")
     }
 }

@@ -76,6 +76,7 @@ pub fn run(
         dataset.samples.len(),
         dataset.stats.label_sets
     ));
+    check_enough_samples(manifest, &dataset)?;
     let dir = settings.out_dir.join(&manifest.experiment.name);
     let mut runs = Vec::new();
     let mut scores = Vec::new();
@@ -132,6 +133,23 @@ pub fn run(
     };
     let written = report::write(&dir, &results)?;
     Ok(Summary { written, results })
+}
+
+/// Every run would fail its search when the dataset keeps no more than k samples: stop at once,
+/// naming the key and why the samples went.
+fn check_enough_samples(manifest: &Manifest, dataset: &Dataset) -> Result<(), Error> {
+    let k = manifest.retrieval.k;
+    if dataset.samples.len() > k {
+        return Ok(());
+    }
+    Err(Error::TooFewSamples {
+        manifest: manifest.path.clone(),
+        k,
+        dataset: dataset.name.clone(),
+        kept: dataset.samples.len(),
+        loaded: dataset.stats.loaded,
+        dropped: dataset.stats.dropped_summary(),
+    })
 }
 
 fn run_line(result: &RunResult, k: usize) -> String {

@@ -232,11 +232,11 @@ fn main() -> ExitCode {
     match dispatch(cli.command, &sources, &progress) {
         Ok(code) => code,
         Err(err) if interrupted(&err) => {
-            eprintln!("{err:#}");
+            eprintln!("{}", one_line(&err));
             ExitCode::from(embedlab::interrupt::EXIT_STATUS)
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             ExitCode::from(2)
         }
     }
@@ -245,6 +245,20 @@ fn main() -> ExitCode {
 fn interrupted(err: &anyhow::Error) -> bool {
     err.downcast_ref::<embedlab::error::Error>()
         .is_some_and(embedlab::error::Error::is_interrupted)
+}
+
+/// `err` and its causes on one line, `: `-separated. A cause whose text the message already
+/// holds is left out: library errors print their source themselves, so `{:#}` would repeat it.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Where plugins and models come from (global flags).

@@ -46,24 +46,44 @@ pub fn stderr(out: &Output) -> String {
 
 /// The folder holding `libembedlab_fixture_plugin.so`, built with the workspace's cargo.
 pub fn fixture_plugin_dir() -> PathBuf {
-    built_plugin_dir("embedlab-fixture-plugin")
+    build_plugin("embedlab-fixture-plugin", None)
 }
 
-/// The folder holding the library of plugin crate `package`, built (test profile) with the
-/// workspace's cargo.
-pub fn built_plugin_dir(package: &str) -> PathBuf {
+/// The folder holding the fixture plugin built with cargo feature `feature` (a broken variant:
+/// `abi-v2`, `no-symbol`, ...), in `<target>/plugin-fixtures/<feature>` as the loader's unit tests
+/// build it, so the two share the build.
+pub fn fixture_variant_dir(feature: &str) -> PathBuf {
+    build_plugin("embedlab-fixture-plugin", Some(feature))
+}
+
+/// The folder holding `libembedlab_candle.so` (test profile).
+pub fn candle_plugin_dir() -> PathBuf {
+    build_plugin("embedlab-candle", None)
+}
+
+/// Builds plugin crate `package` (with `feature`, into its own target folder) and returns the
+/// folder holding its library.
+fn build_plugin(package: &str, feature: Option<&str>) -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf();
     let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace.join("target"), PathBuf::from);
-    let status = Command::new(env!("CARGO"))
+        .map_or_else(|| workspace.join("target"), |dir| workspace.join(dir));
+    let target = match feature {
+        None => target,
+        Some(feature) => target.join("plugin-fixtures").join(feature),
+    };
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
         .args(["build", "--quiet", "-p", package])
-        .current_dir(&workspace)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building {package} failed");
+        .current_dir(&workspace);
+    if let Some(feature) = feature {
+        cargo.arg("--target-dir").arg(&target);
+        cargo.args(["--features", feature]);
+    }
+    let status = cargo.status().expect("cargo runs");
+    assert!(status.success(), "building {package} ({feature:?}) failed");
     target.join("debug")
 }
 

@@ -318,6 +318,28 @@ pub struct DatasetStats {
     pub ignored_narratives: usize,
 }
 
+impl DatasetStats {
+    /// Why samples were dropped, nonzero counts only, e.g. `6 without labels, 2 in rare label
+    /// sets` (empty when none were).
+    pub fn dropped_summary(&self) -> String {
+        let reasons = [
+            (self.dropped_uncaptioned, "without captions"),
+            (self.dropped_unlabelled, "without labels"),
+            (
+                self.dropped_rare,
+                "in rare label sets (min_label_set_count)",
+            ),
+            (self.dropped_outliers, "in outlier label sets (outlier_std)"),
+            (self.dropped_by_limit, "by the limit"),
+        ];
+        let counted: Vec<String> = (reasons.iter())
+            .filter(|(count, _)| *count > 0)
+            .map(|(count, why)| format!("{count} {why}"))
+            .collect();
+        counted.join(", ")
+    }
+}
+
 /// Zero counts of the newer fields stay out of results.json, so datasets without those rules
 /// serialise as before.
 fn is_zero(count: &usize) -> bool {

@@ -239,6 +239,19 @@ pub fn readable<'b>(
     Ok((good, skipped))
 }
 
+/// What a warning says about the rows in `skipped` (indices into `paths`, each sample's image):
+/// how many of all, and the first one's file and reason. `None` when nothing was skipped.
+pub fn skips_summary(skipped: &[SkippedRow], paths: &[Option<&Path>]) -> Option<String> {
+    let first = skipped.iter().min_by_key(|s| s.row)?;
+    Some(format!(
+        "{} of {} images could not be read (first: {}: {})",
+        skipped.len(),
+        paths.len(),
+        describe_path(paths[first.row]),
+        first.reason
+    ))
+}
+
 fn describe_path(path: Option<&Path>) -> String {
     path.map_or_else(|| "(no image)".to_string(), |p| p.display().to_string())
 }

@@ -87,11 +87,20 @@ pub enum EmbedError {
         n_samples: usize,
     },
 
-    #[error("{path}: the row of sample \"{id}\" contains NaN or infinity")]
-    NonFiniteRow { path: PathBuf, id: SampleId },
+    /// `row` is the file's row, from 0 as numpy counts (`arr[row]`).
+    #[error("{path}: row {row} (sample \"{id}\") contains NaN or infinity")]
+    NonFiniteRow {
+        path: PathBuf,
+        row: usize,
+        id: SampleId,
+    },
 
-    #[error("{path}: the row of sample \"{id}\" is all zeros (cosine similarity is undefined)")]
-    ZeroRow { path: PathBuf, id: SampleId },
+    #[error("{path}: row {row} (sample \"{id}\") is all zeros (cosine similarity is undefined)")]
+    ZeroRow {
+        path: PathBuf,
+        row: usize,
+        id: SampleId,
+    },
 
     #[error("fusion needs at least one part")]
     NoParts,

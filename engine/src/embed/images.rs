@@ -48,7 +48,22 @@ pub enum Unreadable {
     Corrupt(String),
     /// The sample has no image in the dataset.
     NoImage,
+    /// The header declares more pixels than [`MAX_SIDE`] and [`MAX_DECODED_BYTES`] allow.
+    TooLarge {
+        width: u32,
+        height: u32,
+    },
 }
+
+/// The longest side of an image the engine decodes. Decompression-bomb guard: a PNG of a few
+/// hundred bytes can declare 60000×60000 pixels, and decoders allocate the whole pixel buffer
+/// (10 GB of RGB8 there) before reading any data, on every decoding thread at once. Photos in
+/// retrieval datasets are far smaller (COCO ≤ 640 px, Open Images originals ≲ 6000 px).
+pub const MAX_SIDE: u32 = 16_384;
+
+/// The most bytes one image may take decoded in its file's own pixel format (16-bit RGBA is 8
+/// bytes a pixel): 512 MiB, the `image` crate's default budget, e.g. 16384 × 10922 RGB8.
+pub const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
 
 impl std::fmt::Display for Unreadable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,6 +73,12 @@ impl std::fmt::Display for Unreadable {
             Unreadable::Io(e) => write!(f, "cannot read: {e}"),
             Unreadable::Corrupt(e) => write!(f, "not a decodable image: {e}"),
             Unreadable::NoImage => f.write_str("the dataset gives no image for this sample"),
+            Unreadable::TooLarge { width, height } => write!(
+                f,
+                "{width}×{height} pixels exceed the decoding limit ({MAX_SIDE} pixels a side, \
+                 {} MiB decoded); refused unread",
+                MAX_DECODED_BYTES >> 20
+            ),
         }
     }
 }
@@ -72,17 +93,25 @@ pub fn decode(path: &Path) -> Result<Decoded, Unreadable> {
     if bytes.is_empty() {
         return Err(Unreadable::Empty);
     }
-    decode_bytes(&bytes).map_err(|e| Unreadable::Corrupt(one_line(&e.to_string())))
+    decode_bytes(&bytes)
 }
 
 /// Decodes an in-memory JPEG or PNG (format from its magic bytes, not the file name) and applies
-/// its EXIF orientation.
-pub fn decode_bytes(bytes: &[u8]) -> image::ImageResult<Decoded> {
-    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
-    let mut decoder = reader.into_decoder()?;
+/// its EXIF orientation; one larger than the limits is refused from its header alone.
+pub fn decode_bytes(bytes: &[u8]) -> Result<Decoded, Unreadable> {
+    let corrupt = |e: image::ImageError| Unreadable::Corrupt(one_line(&e.to_string()));
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| corrupt(e.into()))?;
+    reader.limits(decoder_limits());
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let (width, height) = decoder.dimensions();
+    if width > MAX_SIDE || height > MAX_SIDE || decoder.total_bytes() > MAX_DECODED_BYTES {
+        return Err(Unreadable::TooLarge { width, height });
+    }
     // A missing or unreadable EXIF block means "no rotation", as in every photo viewer.
     let orientation = decoder.orientation().ok();
-    let mut image = DynamicImage::from_decoder(decoder)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     if let Some(orientation) = orientation {
         image.apply_orientation(orientation);
     }
@@ -93,6 +122,15 @@ pub fn decode_bytes(bytes: &[u8]) -> image::ImageResult<Decoded> {
         height,
         rgb: rgb.into_raw(),
     })
+}
+
+/// The decoders' own allocation budget (their internal buffers, beyond the pixels checked in
+/// [`decode_bytes`]). Sides are left unlimited here so that an oversized image is refused by our
+/// check, which names its size, rather than inside the decoder.
+fn decoder_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    limits
 }
 
 /// Decodes `paths` in parallel; `None` stands for a sample without an image.
@@ -266,6 +304,22 @@ mod tests {
         );
         assert_eq!(decoded[4], Err(Unreadable::NoImage));
         assert!(decoded[5].is_ok());
+    }
+
+    #[test]
+    fn images_beyond_the_size_limit_are_refused_unread() {
+        let wide = decode_bytes(&png(MAX_SIDE + 1, 1));
+        let refused = Unreadable::TooLarge {
+            width: MAX_SIDE + 1,
+            height: 1,
+        };
+        assert_eq!(wide, Err(refused.clone()));
+        assert_eq!(
+            refused.to_string(),
+            "16385×1 pixels exceed the decoding limit (16384 pixels a side, 512 MiB decoded); \
+             refused unread"
+        );
+        assert_eq!(decode_bytes(&png(MAX_SIDE, 1)).unwrap().width, MAX_SIDE);
     }
 
     #[test]

@@ -57,12 +57,14 @@ pub fn load(npy: &Path, ids: &Path, dataset_ids: &[SampleId]) -> Result<Vectors,
         if !values.iter().all(|x| x.is_finite()) {
             return Err(EmbedError::NonFiniteRow {
                 path: npy.into(),
+                row,
                 id: id.clone(),
             });
         }
         if values.iter().all(|&x| x == 0.0) {
             return Err(EmbedError::ZeroRow {
                 path: npy.into(),
+                row,
                 id: id.clone(),
             });
         }
@@ -252,15 +254,15 @@ mod tests {
         );
         assert_eq!(
             load_err(&f, &["ok", "n"]),
-            "DIR/v.npy: the row of sample \"n\" contains NaN or infinity"
+            "DIR/v.npy: row 0 (sample \"n\") contains NaN or infinity"
         );
         assert_eq!(
             load_err(&f, &["i"]),
-            "DIR/v.npy: the row of sample \"i\" contains NaN or infinity"
+            "DIR/v.npy: row 2 (sample \"i\") contains NaN or infinity"
         );
         assert_eq!(
             load_err(&f, &["ok", "z"]),
-            "DIR/v.npy: the row of sample \"z\" is all zeros (cosine similarity is undefined)"
+            "DIR/v.npy: row 1 (sample \"z\") is all zeros (cosine similarity is undefined)"
         );
         // Bad rows of samples outside the dataset do not matter.
         let v = load(&f.npy, &f.ids, &sample_ids(&["ok"])).unwrap();

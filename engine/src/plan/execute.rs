@@ -5,6 +5,7 @@
 //! killed run keeps everything it finished. Within one process each stage runs at most once.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -625,26 +626,25 @@ impl<'a> Executor<'a> {
             Some((Captions::Human(source), seed)) => {
                 let texts = captions::texts(&ds.samples, source, seed)?;
                 bar.set_message(format!("{encoder} {}", captions::name(source)));
-                encode::encode_texts(store, &key, self.encoder(encoder)?, &texts, &tick)?
+                encode::encode_texts(store, &key, self.encoder(encoder)?, &texts, &tick)
             }
             Some((Captions::Generated { generate }, _)) => {
                 let texts = generated.expect("loaded above").texts();
                 bar.set_message(format!("{encoder} captions of {generate}"));
-                encode::encode_texts(store, &key, self.encoder(encoder)?, &texts, &tick)?
+                encode::encode_texts(store, &key, self.encoder(encoder)?, &texts, &tick)
             }
             None => {
                 let paths: Vec<_> = ds.samples.iter().map(|s| s.image.clone()).collect();
                 bar.set_message(format!("{encoder} images"));
                 let handle = self.encoder(encoder)?;
-                encode::encode_images(store, &key, handle, &paths, strict, &tick)?
+                encode::encode_images(store, &key, handle, &paths, strict, &tick)
             }
-        };
+        }
+        .map_err(|e| in_table("encoder", encoder, e))?;
         bar.finish_and_clear();
-        if !encoded.meta.skipped.is_empty() {
+        if let Some(summary) = encode::skips_summary(&encoded.meta.skipped, &images(ds)) {
             self.progress.warn(&format!(
-                "{encoder}: {} of {} images could not be read; those samples are left out (listed in the report)",
-                encoded.meta.skipped.len(),
-                ds.samples.len()
+                "{encoder}: {summary}; those samples are left out (listed in the report)"
             ));
         }
         self.skipped_rows
@@ -697,7 +697,8 @@ impl<'a> Executor<'a> {
                 let tick = |rows: usize| bar.inc(rows as u64);
                 let handle = self.captioner(&captioner)?;
                 let generated =
-                    captions::generate::generate(store, &key, handle, &ds.samples, strict, &tick)?;
+                    captions::generate::generate(store, &key, handle, &ds.samples, strict, &tick)
+                        .map_err(|e| in_table("captioner", &captioner, e))?;
                 bar.finish_and_clear();
                 if generated.reused_chunks > 0 {
                     self.progress.info(&format!(
@@ -705,11 +706,9 @@ impl<'a> Executor<'a> {
                         generated.reused_chunks
                     ));
                 }
-                let skipped = generated.skipped().len();
-                if skipped > 0 {
+                if let Some(summary) = encode::skips_summary(&generated.skipped(), &images(ds)) {
                     self.progress.warn(&format!(
-                        "{captioner}: {skipped} of {} images could not be read; those samples are left out of runs using its captions",
-                        ds.samples.len()
+                        "{captioner}: {summary}; those samples are left out of runs using its captions"
                     ));
                 }
                 self.encoding_spent_s += generated.generate_s;
@@ -824,9 +823,25 @@ fn created<'h>(
             setup.model.id,
             setup.plugin.name()
         ));
-        handles.insert(name.to_string(), setup.create()?);
+        let handle = setup
+            .create()
+            .map_err(|e| in_table(setups.role(), name, e))?;
+        handles.insert(name.to_string(), handle);
     }
     Ok(handles.get_mut(name).expect("just inserted"))
+}
+
+/// A plugin's error while the manifest's encoder or captioner `name` runs, naming that table: the
+/// plugin's own message names its library, not which table chose it.
+fn in_table(role: &'static str, name: &str, error: Error) -> Error {
+    match error {
+        Error::Plugin(e) => Error::Encoder {
+            role,
+            name: name.to_string(),
+            message: e.to_string(),
+        },
+        other => other,
+    }
 }
 
 /// Fusion reports rows (of the `kept` samples) by index; users know samples by id.
@@ -838,6 +853,11 @@ fn name_row(error: EmbedError, ds: &Dataset, kept: &[usize]) -> Error {
         },
         other => other.into(),
     }
+}
+
+/// Each sample's image file, in row order.
+fn images(ds: &Dataset) -> Vec<Option<&Path>> {
+    ds.samples.iter().map(|s| s.image.as_deref()).collect()
 }
 
 fn sample_ids(ds: &Dataset) -> Vec<SampleId> {

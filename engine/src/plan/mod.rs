@@ -357,7 +357,10 @@ fn dataset_label(ds: &DatasetStage) -> String {
 }
 
 fn digest_file(path: &Path) -> Result<Digest, Error> {
-    Digest::of_file(path).map_err(|e| Error::io(path, e))
+    Digest::of_file(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn dataset_stage(m: &Manifest) -> Result<DatasetStage, Error> {

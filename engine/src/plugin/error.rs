@@ -140,6 +140,21 @@ pub enum PluginError {
         dim: usize,
         written: usize,
     },
+
+    /// `input` is the input's index in the call of `n`.
+    #[error(
+        "plugin {name} at {}: model \"{model}\" returned NaN or infinity ({during}, input {input} \
+         of a batch of {n})",
+        path.display()
+    )]
+    NonFinite {
+        name: String,
+        path: PathBuf,
+        model: String,
+        during: &'static str,
+        input: usize,
+        n: usize,
+    },
 }
 
 impl PluginError {
@@ -162,7 +177,8 @@ impl PluginError {
             | Unsupported { path, .. }
             | NoCaptioning { path, .. }
             | BadImage { path, .. }
-            | OutputSize { path, .. } => Some(path),
+            | OutputSize { path, .. }
+            | NonFinite { path, .. } => Some(path),
         }
     }
 }

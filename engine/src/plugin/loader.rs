@@ -198,8 +198,13 @@ impl Loaded {
         }
     }
 
-    /// A new encoder from the config JSON, described once.
-    pub(super) fn create(self: &Arc<Loaded>, config: &str) -> Result<RawEncoder, PluginError> {
+    /// A new encoder from the config (`{"model": id, ...}`), described once.
+    pub(super) fn create(
+        self: &Arc<Loaded>,
+        config: &serde_json::Value,
+    ) -> Result<RawEncoder, PluginError> {
+        let model = config["model"].as_str().unwrap_or_default().to_string();
+        let config = config.to_string();
         let mut ptr: *mut c_void = std::ptr::null_mut();
         // SAFETY: `create` is a checked entry of this (loaded) library; `config` is valid for
         // `config.len()` bytes, `ptr` is writable and the writers valid for the call.
@@ -215,6 +220,7 @@ impl Loaded {
         let mut encoder = RawEncoder {
             ptr,
             loaded: Arc::clone(self),
+            model,
             description: placeholder(),
         };
         // SAFETY: `describe` is a checked entry; `ptr` is a live encoder of this library, used by
@@ -252,6 +258,8 @@ pub(super) struct RawEncoder {
     ptr: NonNull<c_void>,
     /// Keeps the library loaded while the encoder lives.
     loaded: Arc<Loaded>,
+    /// The model id it was created for, to name in errors.
+    model: String,
     pub(super) description: Description,
 }
 
@@ -307,15 +315,17 @@ impl RawEncoder {
         PluginError::Unsupported { name, path, what }
     }
 
-    /// Checks what the plugin reported writing.
+    /// Checks what the plugin reported writing, and that every value it wrote is finite: a NaN
+    /// or infinity would reach the cache and make every cosine with that vector meaningless.
     fn check(
         &self,
         during: &'static str,
         status: Status,
         err: &[u8],
-        n: usize,
+        out: &[f32],
         written: usize,
     ) -> Result<(), PluginError> {
+        let n = out.len() / self.description.dim;
         if status != Status::OK {
             return Err(self.loaded.failure(during, status, err));
         }
@@ -330,7 +340,20 @@ impl RawEncoder {
                 written,
             });
         }
-        Ok(())
+        match out.iter().position(|x| !x.is_finite()) {
+            None => Ok(()),
+            Some(at) => {
+                let (name, path) = self.loaded.error_at();
+                Err(PluginError::NonFinite {
+                    name,
+                    path,
+                    model: self.model.clone(),
+                    during,
+                    input: at / self.description.dim,
+                    n,
+                })
+            }
+        }
     }
 
     /// One vector per text, row-major `texts.len() × dim`.
@@ -359,7 +382,7 @@ impl RawEncoder {
                 err,
             )
         });
-        self.check("encode texts", status, &err, texts.len(), written)?;
+        self.check("encode texts", status, &err, &out, written)?;
         Ok(out)
     }
 
@@ -390,7 +413,7 @@ impl RawEncoder {
                 err,
             )
         });
-        self.check("encode images", status, &err, images.len(), written)?;
+        self.check("encode images", status, &err, &out, written)?;
         Ok(out)
     }
 }
@@ -422,11 +445,11 @@ impl RawEncoder {
         }
         let captions: Vec<String> = serde_json::from_slice(&out).map_err(|e| {
             self.loaded
-                .bad_reply("captions", format!("not a JSON array of strings: {e}"))
+                .bad_reply("caption list", format!("not a JSON array of strings: {e}"))
         })?;
         if captions.len() != images.len() {
             let message = format!("{} captions for {} images", captions.len(), images.len());
-            return Err(self.loaded.bad_reply("captions", message));
+            return Err(self.loaded.bad_reply("caption list", message));
         }
         Ok(captions)
     }

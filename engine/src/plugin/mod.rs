@@ -206,7 +206,7 @@ impl Plugin {
 
     /// A new encoder from `config` (`{"model": id, "model_dir": "/abs/dir", "options": {...}}`).
     pub fn create(&self, config: &serde_json::Value) -> Result<EncoderHandle, PluginError> {
-        let raw = self.loaded.create(&config.to_string())?;
+        let raw = self.loaded.create(config)?;
         Ok(EncoderHandle { raw })
     }
 }

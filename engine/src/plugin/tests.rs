@@ -102,7 +102,16 @@ fn fixture_plugin_reports_name_version_abi_path_and_models() {
     let ids: Vec<String> = plugin.models().into_iter().map(|m| m.id).collect();
     assert_eq!(
         ids,
-        ["ok", "text-only", "fail-create", "fail-encode", "panic"]
+        [
+            "ok",
+            "text-only",
+            "fail-create",
+            "fail-encode",
+            "panic",
+            "nan",
+            "dim-zero",
+            "wrong-count"
+        ]
     );
     let debug = format!("{plugin:?}");
     assert!(
@@ -278,8 +287,9 @@ fn plugin_panic_becomes_an_error_and_the_process_survives() {
         "{err:?}"
     );
     assert!(
-        err.to_string().ends_with(
-            "panicked during encode texts: fixture model panic panics on every batch of texts"
+        err.to_string().contains(
+            "panicked during encode texts: fixture model panic panics on every batch of texts \
+             (at plugins/fixture/src/lib.rs:"
         ),
         "{err}"
     );
@@ -519,7 +529,7 @@ fn plugin_list_loads_every_plugin_library_and_reports_broken_ones() {
         ]
     );
     // Each plugin's models are there for `plugins list`.
-    assert_eq!(found[1].as_ref().unwrap().models().len(), 5);
+    assert_eq!(found[1].as_ref().unwrap().models().len(), 8);
 }
 
 #[test]
@@ -636,6 +646,53 @@ fn fixture_plugin_generates_one_caption_per_image() {
     assert!(
         err.to_string().ends_with(
             "generate captions failed (unsupported): fixture model text-only does not caption"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_outputs_are_refused_naming_plugin_and_model() {
+    let image = Image {
+        width: 1,
+        height: 1,
+        rgb: &[1, 2, 3],
+    };
+    let err = encoder("nan").encode_texts(&["a", "b"]).unwrap_err();
+    assert!(
+        err.to_string().ends_with(
+            "libembedlab_fixture_plugin.so: model \"nan\" returned NaN or infinity \
+             (encode texts, input 0 of a batch of 2)"
+        ),
+        "{err}"
+    );
+    let err = encoder("nan").encode_images(&[image]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PluginError::NonFinite {
+                during: "encode images",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let err = fixture_plugin()
+        .create(&json!({ "model": "dim-zero" }))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("create failed (internal error): the encoder describes itself with dim 0"),
+        "{err}"
+    );
+
+    let err = encoder("wrong-count")
+        .generate_captions(&[image])
+        .unwrap_err();
+    assert!(
+        err.to_string().ends_with(
+            "generate captions failed (internal error): the model generated 2 captions for 1 images"
         ),
         "{err}"
     );

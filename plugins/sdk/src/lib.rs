@@ -742,6 +742,9 @@ macro_rules! export_plugin {
 pub mod __private {
     use super::*;
 
+    use std::cell::{Cell, RefCell};
+    use std::sync::Once;
+
     /// The table for plugin `P`.
     pub const fn table<P: Plugin>(abi: AbiVersion, table_size: usize) -> PluginTable {
         PluginTable {
@@ -840,20 +843,54 @@ pub mod __private {
         }
     }
 
+    thread_local! {
+        /// Set while [`guard`] runs plugin code on this thread.
+        static GUARDED: Cell<bool> = const { Cell::new(false) };
+        /// Where the last guarded panic happened (`file:line:column`), for its message.
+        static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+
+    /// Installs, once, a panic hook that keeps a guarded panic quiet and only records where it
+    /// happened: [`guard`] reports it through the status and message, which the host prints as
+    /// one line, so the default hook's lines (and backtrace) on the host's stderr would only
+    /// repeat it. Panics outside [`guard`] go to the hook that was there before.
+    fn quiet_guarded_panics() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                // `try_with`: a hook must not panic, even on a thread whose locals are gone.
+                if !GUARDED.try_with(Cell::get).unwrap_or(false) {
+                    return previous(info);
+                }
+                let at =
+                    (info.location()).map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                let _ = PANIC_AT.try_with(|slot| *slot.borrow_mut() = at);
+            }));
+        });
+    }
+
     /// Runs `f`, turning an error into its status (message to `err`) and a panic into
-    /// [`Status::PANIC`] with the panic's message.
+    /// [`Status::PANIC`] with the panic's message and location.
     ///
     /// # Safety
     /// `err` as for [`emit`].
     unsafe fn guard(err: *const Writer, f: impl FnOnce() -> Result<(), PluginError>) -> Status {
-        let (status, message) = match catch_unwind(AssertUnwindSafe(f)) {
+        quiet_guarded_panics();
+        let outer = GUARDED.with(|g| g.replace(true));
+        let result = catch_unwind(AssertUnwindSafe(f));
+        GUARDED.with(|g| g.set(outer));
+        let (status, message) = match result {
             Ok(Ok(())) => return Status::OK,
             // An error must never read as success.
             Ok(Err(e)) if e.status == Status::OK => (Status::INTERNAL, e.message),
             Ok(Err(e)) => (e.status, e.message),
             Err(payload) => {
-                let message = panic_message(&*payload);
+                let mut message = panic_message(&*payload);
                 drop_payload(payload);
+                if let Some(at) = PANIC_AT.with(RefCell::take) {
+                    message = format!("{message} (at {at})");
+                }
                 (Status::PANIC, message)
             }
         };
@@ -1508,10 +1545,12 @@ mod tests {
             (status, encoder.is_null(), err.as_str()),
             (Status::BAD_CONFIG, true, "unknown model nope")
         );
+        // A panic's message says where it happened, from the SDK's quiet hook.
         let (status, encoder, err) = create(r#"{"model": "boom"}"#);
-        assert_eq!(
-            (status, encoder.is_null(), err.as_str()),
-            (Status::PANIC, true, "create exploded")
+        assert_eq!((status, encoder.is_null()), (Status::PANIC, true));
+        assert!(
+            err.starts_with("create exploded (at ") && err.contains("src/lib.rs:"),
+            "{err}"
         );
         let (status, _, err) = create("{");
         assert_eq!(status, Status::BAD_CONFIG);
@@ -1519,9 +1558,10 @@ mod tests {
 
         let (_, encoder, _) = create(r#"{"model": "m"}"#);
         let (status, _, written, err) = encode(encoder, &["x", "panic"], 4);
-        assert_eq!(
-            (status, written, err.as_str()),
-            (Status::PANIC, 0, "encode exploded on \"panic\"")
+        assert_eq!((status, written), (Status::PANIC, 0));
+        assert!(
+            err.starts_with("encode exploded on \"panic\" (at ") && err.contains("src/lib.rs:"),
+            "{err}"
         );
         // A panicked encoder is poisoned.
         let (status, _, _, err) = encode(encoder, &["x"], 2);
