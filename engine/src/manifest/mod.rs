@@ -145,9 +145,15 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestErro
         path: path.to_path_buf(),
         source,
     })?;
-    check_file_alone(path, &text)?;
-    let layered = layer(&text, overrides)?;
-    let ctx = Context { path, text: &text };
+    parse(&text, path, overrides)
+}
+
+/// [`load`] of a manifest's `text`: `path` names it in errors and relative paths resolve against
+/// its folder; no file is read.
+pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestError> {
+    check_file_alone(path, text)?;
+    let layered = layer(text, overrides)?;
+    let ctx = Context { path, text };
     let digest = manifest_digest(&layered);
     let (origins, runs) = sweep::expand(&layered.runs, &ctx)?.into_iter().unzip();
     let mut manifest = Manifest {
