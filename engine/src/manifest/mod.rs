@@ -113,6 +113,10 @@ impl Manifest {
     }
 }
 
+/// The longest run name: it names the run's per-query file, and with the suffixes of its atomic
+/// write that must fit the usual 255-byte limit on a file name.
+pub(crate) const MAX_RUN_NAME_BYTES: usize = 200;
+
 /// The faiss index of `backend = "faiss"` when `index` is not given.
 pub const DEFAULT_FAISS_INDEX: &str = "HNSW32";
 
@@ -543,6 +547,12 @@ fn validate_run(run: &Run, at: &KeyPath, m: &Manifest, ctx: &Context) -> Result<
     if run.name.is_empty() {
         return Err(ctx.error(&at.clone().name("name"), "must not be empty"));
     }
+    if run.name.len() > MAX_RUN_NAME_BYTES {
+        return Err(ctx.error(
+            &at.clone().name("name"),
+            format!("longer than {MAX_RUN_NAME_BYTES} bytes (it names the run's files)"),
+        ));
+    }
     if run.parts.is_empty() {
         return Err(ctx.error(&at.clone().name("parts"), "declare at least one part"));
     }
@@ -920,6 +930,19 @@ parts = [{ precomputed = "vectors/text.npy" }]
     fn syntax_error_names_line() {
         let err = error(&BASE.replace("seed = 7", "seed = = 7"), &[]);
         assert!(err.contains("m.toml:4:"), "{err}");
+    }
+
+    #[test]
+    fn run_names_fit_a_file_name() {
+        let named = |name: &str| BASE.replace("name = \"text\"", &format!("name = \"{name}\""));
+        assert!(load_text(&named(&"é".repeat(100)), &[]).is_ok());
+        let err = error(&named(&"x".repeat(201)), &[]);
+        assert!(
+            err.ends_with(
+                "m.toml:14:8: runs[0].name: longer than 200 bytes (it names the run's files)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
