@@ -82,9 +82,48 @@ pub(super) fn read(
         .map(|p| (p.as_path(), Kind::Captions))
         .chain(instances.iter().map(|p| (p.as_path(), Kind::Instances)))
         .collect();
-    let parsed: Vec<Result<(Parsed, Digest), DatasetError>> = files
-        .par_iter()
-        .map(|&(path, kind)| parse(path, kind))
+    let read = |file: usize| {
+        let path = files[file].0;
+        std::fs::read(path).map_err(|source| DatasetError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    parse_and_merge(&files, read, images)
+}
+
+/// The raw samples of COCO captions and instances files, each given as its path (which names it
+/// in errors) and bytes, merged as [`super::load`] merges them, before the shared rules.
+pub fn parse_coco(
+    captions: &[(&Path, &[u8])],
+    instances: &[(&Path, &[u8])],
+    images: Option<&Path>,
+) -> Result<Vec<Sample>, DatasetError> {
+    let (files, contents): (Vec<(&Path, Kind)>, Vec<&[u8]>) = captions
+        .iter()
+        .map(|&(path, bytes)| ((path, Kind::Captions), bytes))
+        .chain((instances.iter()).map(|&(path, bytes)| ((path, Kind::Instances), bytes)))
+        .unzip();
+    let loaded = parse_and_merge(&files, |file| Ok(contents[file]), images)?;
+    Ok(loaded.samples)
+}
+
+/// Parses `files` in parallel, each from the bytes `bytes_of` gives for its index, then merges
+/// them in order. Each file's bytes are dropped once parsed (an instances file is ~450 MB), and
+/// errors are reported in file order whichever thread finds one first.
+fn parse_and_merge<B: AsRef<[u8]>>(
+    files: &[(&Path, Kind)],
+    bytes_of: impl Fn(usize) -> Result<B, DatasetError> + Sync,
+    images: Option<&Path>,
+) -> Result<Loaded, DatasetError> {
+    let parsed: Vec<Result<(Parsed, Digest), DatasetError>> = (0..files.len())
+        .into_par_iter()
+        .map(|file| {
+            let (path, kind) = files[file];
+            let bytes = bytes_of(file)?;
+            let parsed = parse(bytes.as_ref(), path, kind)?;
+            Ok((parsed, Digest::of_bytes(bytes.as_ref())))
+        })
         .collect();
 
     let mut merger = Merger::default();
@@ -93,8 +132,8 @@ pub(super) fn read(
         let (content, digest) = result?;
         digests.push(digest);
         match content {
-            Parsed::Captions(c) => merger.add_captions(&files, file, c)?,
-            Parsed::Instances(i) => merger.add_instances(&files, file, i)?,
+            Parsed::Captions(c) => merger.add_captions(files, file, c)?,
+            Parsed::Instances(i) => merger.add_instances(files, file, i)?,
         }
     }
     Ok(Loaded {
@@ -103,18 +142,12 @@ pub(super) fn read(
     })
 }
 
-fn parse(path: &Path, kind: Kind) -> Result<(Parsed, Digest), DatasetError> {
-    let bytes = std::fs::read(path).map_err(|source| DatasetError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let digest = Digest::of_bytes(&bytes);
+fn parse(bytes: &[u8], path: &Path, kind: Kind) -> Result<Parsed, DatasetError> {
     let json_error = |err: serde_json::Error| DatasetError::json(path, &err, 0, None);
-    let parsed = match kind {
-        Kind::Captions => Parsed::Captions(serde_json::from_slice(&bytes).map_err(json_error)?),
-        Kind::Instances => Parsed::Instances(serde_json::from_slice(&bytes).map_err(json_error)?),
-    };
-    Ok((parsed, digest))
+    Ok(match kind {
+        Kind::Captions => Parsed::Captions(serde_json::from_slice(bytes).map_err(json_error)?),
+        Kind::Instances => Parsed::Instances(serde_json::from_slice(bytes).map_err(json_error)?),
+    })
 }
 
 /// An image while files are merged; labels are indices into `Merger::label_names`.

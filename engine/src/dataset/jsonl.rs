@@ -67,12 +67,24 @@ pub(super) fn read(path: &Path, images: Option<&Path>) -> Result<Loaded, Dataset
         path: path.to_path_buf(),
         source,
     })?;
-    let digest = Digest::of_bytes(&bytes);
+    Ok(Loaded {
+        samples: parse_jsonl(&bytes, path, images)?,
+        digests: vec![Digest::of_bytes(&bytes)],
+    })
+}
+
+/// The raw samples of a JSONL file's `bytes`, in line order, before the shared rules: `path`
+/// names the file in errors and image paths resolve against `images`, else its folder.
+pub fn parse_jsonl(
+    bytes: &[u8],
+    path: &Path,
+    images: Option<&Path>,
+) -> Result<Vec<Sample>, DatasetError> {
     let base = match images {
         Some(folder) => folder.to_path_buf(),
         None => path.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
-    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
 
     let mut samples = Vec::new();
     let mut first_line: HashMap<SampleId, usize> = HashMap::new();
@@ -94,10 +106,7 @@ pub(super) fn read(path: &Path, images: Option<&Path>) -> Result<Loaded, Dataset
         }
         samples.push(sample);
     }
-    Ok(Loaded {
-        samples,
-        digests: vec![digest],
-    })
+    Ok(samples)
 }
 
 fn parse_line(path: &Path, number: usize, raw: &[u8], base: &Path) -> Result<Sample, DatasetError> {

@@ -10,6 +10,8 @@
 //!
 //! Entry point: [`load`] with a [`Source`] (which files, all paths absolute) and [`LoadOptions`].
 //! Errors are [`DatasetError`]s whose one-line messages name the file, line and sample.
+//! [`parse_coco`] and [`parse_jsonl`] are the loaders on bytes already in memory (the fuzz targets'
+//! entry points).
 //!
 //! Invariant: sample order is deterministic (file order), and row `i` of every vector matrix
 //! downstream is `samples[i]`.
@@ -30,7 +32,9 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, Hasher};
 use crate::progress::{Progress, Verbosity};
 
+pub use coco::parse_coco;
 pub use error::DatasetError;
+pub use jsonl::parse_jsonl;
 
 /// Where a dataset's annotation files are. Paths are absolute (the manifest layer resolves them).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -232,7 +232,11 @@ struct Header {
 
 impl Header {
     fn parse(text: &str) -> Result<Header, String> {
-        let mut parser = Parser { text, pos: 0 };
+        let mut parser = Parser {
+            text,
+            pos: 0,
+            depth: 0,
+        };
         let literal = parser.value()?;
         parser.skip_whitespace();
         if parser.pos != text.len() {
@@ -348,7 +352,14 @@ impl fmt::Display for Literal {
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
+    /// Containers open around `pos`.
+    depth: usize,
 }
+
+/// How deep containers may nest. Real headers nest a few levels (the dict, its shape tuple, a
+/// structured dtype's lists of field tuples); without a bound, a header of 5 000 '(' overflowed the
+/// stack (run through the `npy` fuzz target).
+const MAX_DEPTH: usize = 32;
 
 impl Parser<'_> {
     fn peek(&self) -> Option<char> {
@@ -383,12 +394,28 @@ impl Parser<'_> {
         match self.peek() {
             Some('\'' | '"') => self.string().map(Literal::Str),
             Some('0'..='9') => self.int(),
-            Some('(') => self.sequence(')').map(Literal::Tuple),
-            Some('[') => self.sequence(']').map(Literal::List),
-            Some('{') => self.dict(),
+            Some(open @ ('(' | '[' | '{')) => self.container(open),
             Some(c) if c.is_ascii_alphabetic() => self.word(),
             _ => Err(self.unexpected("a value")),
         }
+    }
+
+    /// A tuple, list or dict, `open` next, nested at most [`MAX_DEPTH`] deep.
+    fn container(&mut self, open: char) -> Result<Literal, String> {
+        if self.depth == MAX_DEPTH {
+            return Err(format!(
+                "containers nest more than {MAX_DEPTH} deep at byte {}",
+                self.pos
+            ));
+        }
+        self.depth += 1;
+        let literal = match open {
+            '(' => self.sequence(')').map(Literal::Tuple),
+            '[' => self.sequence(']').map(Literal::List),
+            _ => self.dict(),
+        };
+        self.depth -= 1;
+        literal
     }
 
     fn string(&mut self) -> Result<String, String> {
@@ -697,6 +724,24 @@ mod tests {
                 "{dict}"
             );
         }
+    }
+
+    #[test]
+    fn rejects_deep_nesting_without_overflowing_the_stack() {
+        // Nested '(' overflowed the stack: 5 000 of them in the `npy` fuzz target's build.
+        let deep = "(".repeat(60_000);
+        assert_eq!(
+            decode_err(&npy(2, &deep, &[])),
+            "vectors/text.npy: malformed .npy header: containers nest more than 32 deep at byte 32"
+        );
+        // Nesting within the limit still parses: a structured dtype is refused for its dtype.
+        let nested = format!(
+            "{{'descr': {}'<f4'{}, 'fortran_order': False, 'shape': (1, 1), }}",
+            "[('x', ".repeat(15),
+            ")]".repeat(15)
+        );
+        let err = decode_err(&npy(1, &nested, &[0; 4]));
+        assert!(err.contains("is not float32"), "{err}");
     }
 
     #[test]

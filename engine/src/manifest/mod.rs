@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Serialized};
 
 pub use locate::{KeyPath, Location};
 pub use schema::{Backend, CaptionSource, Captions, DatasetFormat, Modality};
@@ -113,6 +113,10 @@ impl Manifest {
     }
 }
 
+/// The longest run name: it names the run's per-query file, and with the suffixes of its atomic
+/// write that must fit the usual 255-byte limit on a file name.
+pub(crate) const MAX_RUN_NAME_BYTES: usize = 200;
+
 /// The faiss index of `backend = "faiss"` when `index` is not given.
 pub const DEFAULT_FAISS_INDEX: &str = "HNSW32";
 
@@ -149,9 +153,15 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestErro
         path: path.to_path_buf(),
         source,
     })?;
-    check_file_alone(path, &text)?;
-    let layered = layer(&text, overrides)?;
-    let ctx = Context { path, text: &text };
+    parse(&text, path, overrides)
+}
+
+/// [`load`] of a manifest's `text`: `path` names it in errors and relative paths resolve against
+/// its folder; no file is read.
+pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Manifest, ManifestError> {
+    let file = check_file_alone(path, text)?;
+    let layered = layer(file, overrides)?;
+    let ctx = Context { path, text };
     let digest = manifest_digest(&layered);
     let (origins, runs) = sweep::expand(&layered.runs, &ctx)?.into_iter().unzip();
     let mut manifest = Manifest {
@@ -191,24 +201,29 @@ impl Context<'_> {
     }
 }
 
-/// Parses the file by itself, so its errors carry exact positions.
-fn check_file_alone(path: &Path, text: &str) -> Result<(), ManifestError> {
-    let Err(err) = toml::from_str::<ManifestFile>(text) else {
-        return Ok(());
+/// Parses the file by itself, so its errors carry exact positions; returns it as the table the
+/// overrides layer onto.
+fn check_file_alone(path: &Path, text: &str) -> Result<toml::Table, ManifestError> {
+    let located = |err: toml::de::Error| {
+        let offset = err.span().map_or(0, |s| s.start);
+        let mut message = err.message().trim().replace('\n', " ");
+        if let Some(right) = locate::suggestion(&message) {
+            message.push_str(&format!("; did you mean `{right}`?"));
+        }
+        ManifestError::At {
+            location: Location::at_offset(path, text, offset),
+            message,
+        }
     };
-    let offset = err.span().map_or(0, |s| s.start);
-    let mut message = err.message().trim().replace('\n', " ");
-    if let Some(right) = locate::suggestion(&message) {
-        message.push_str(&format!("; did you mean `{right}`?"));
-    }
-    Err(ManifestError::At {
-        location: Location::at_offset(path, text, offset),
-        message,
-    })
+    toml::from_str::<ManifestFile>(text).map_err(located)?;
+    toml::from_str(text).map_err(located)
 }
 
-fn layer(text: &str, overrides: &Overrides) -> Result<ManifestFile, ManifestError> {
-    let mut figment = Figment::from(Toml::string(text));
+/// The file's table, then the overrides. The table is the one the check parsed, not figment's
+/// TOML provider's: that one reads TOML 1.0 and refused what the check accepts from TOML 1.1 (a
+/// `\e` escape, a newline in an inline table), with an error that blamed an override.
+fn layer(file: toml::Table, overrides: &Overrides) -> Result<ManifestFile, ManifestError> {
+    let mut figment = Figment::from(Serialized::defaults(file));
     if overrides.env {
         figment = figment.merge(manifest_env());
     }
@@ -565,6 +580,12 @@ fn validate_cutoffs(
 fn validate_run(run: &Run, at: &KeyPath, m: &Manifest, ctx: &Context) -> Result<(), ManifestError> {
     if run.name.is_empty() {
         return Err(ctx.error(&at.clone().name("name"), "must not be empty"));
+    }
+    if run.name.len() > MAX_RUN_NAME_BYTES {
+        return Err(ctx.error(
+            &at.clone().name("name"),
+            format!("longer than {MAX_RUN_NAME_BYTES} bytes (it names the run's files)"),
+        ));
     }
     if run.parts.is_empty() {
         return Err(ctx.error(&at.clone().name("parts"), "declare at least one part"));
@@ -976,6 +997,45 @@ parts = [{ precomputed = "vectors/text.npy" }]
     fn syntax_error_names_line() {
         let err = error(&BASE.replace("seed = 7", "seed = = 7"), &[]);
         assert!(err.contains("m.toml:4:"), "{err}");
+    }
+
+    #[test]
+    fn run_names_fit_a_file_name() {
+        let named = |name: &str| BASE.replace("name = \"text\"", &format!("name = \"{name}\""));
+        assert!(load_text(&named(&"é".repeat(100)), &[]).is_ok());
+        let err = error(&named(&"x".repeat(201)), &[]);
+        assert!(
+            err.ends_with(
+                "m.toml:14:8: runs[0].name: longer than 200 bytes (it names the run's files)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn toml_1_1_reaches_the_layers_as_checked() {
+        // Found by the `manifest` fuzz target: TOML 1.1 (a `\e` escape; a newline in an inline
+        // table) passed the check of the file alone, then figment's toml, which reads TOML 1.0,
+        // refused it and the error blamed "--set ".
+        let text =
+            BASE.replace(
+                "name = \"demo\"",
+                "name = \"demo\"\ndescription = \"\\e[1mbold\"",
+            )
+            .replace(
+                "parts = [{ precomputed = \"vectors/text.npy\" }]",
+                "parts = [{\n  precomputed = \"vectors/text.npy\",\n  weight = 2.0,\n}]",
+            ) + "\n[encoders.e]\nplugin = \"p\"\nmodel = \"m\"\nsince = 1979-05-27T07:32:00Z\n";
+        let m = load_text(&text, &[]).unwrap();
+        assert_eq!(m.experiment.description, "\u{1b}[1mbold");
+        assert_eq!(m.runs[0].parts[0].weight, 2.0);
+        let since = &m.encoders["e"].options["since"];
+        assert_eq!(
+            since.as_datetime().unwrap().to_string(),
+            "1979-05-27T07:32:00Z"
+        );
+        let m = load_text(&text, &["experiment.seed=9"]).unwrap();
+        assert_eq!((m.experiment.seed, m.runs[0].parts[0].weight), (9, 2.0));
     }
 
     #[test]
