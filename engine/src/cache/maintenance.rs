@@ -159,14 +159,20 @@ impl Store {
         let mut total: u64 = units.iter().map(|u| u.bytes).sum();
         let mut report = GcReport::default();
         for unit in units {
+            // A unit that is only a lock file holds nothing; while gc has the cache alone,
+            // nobody holds the lock. It goes, but is no entry to report.
+            if unit.paths.iter().all(|p| is_lock(p)) {
+                if !policy.dry_run {
+                    unit.paths.iter().try_for_each(|p| remove(p))?;
+                }
+                continue;
+            }
             let unused = (policy.keep_only.as_ref())
                 .is_some_and(|keep| !keep.contains(&(unit.stage.clone(), unit.key.clone())));
             let old = (policy.older_than)
                 .is_some_and(|age| now.duration_since(unit.last_used).unwrap_or_default() > age);
             let over = policy.max_bytes.is_some_and(|max| total > max);
-            // A unit that is only a lock file holds nothing; while gc has the cache alone,
-            // nobody holds it.
-            if unused || old || over || unit.paths.iter().all(|p| is_lock(p)) {
+            if unused || old || over {
                 total -= unit.bytes;
                 if !policy.dry_run {
                     unit.paths.iter().try_for_each(|p| remove(p))?;
@@ -186,9 +192,6 @@ impl Store {
         if !policy.dry_run {
             report.temporary.iter().try_for_each(|p| remove(p))?;
         }
-        report
-            .removed
-            .retain(|u| !u.paths.iter().all(|p| is_lock(p)));
         Ok(report)
     }
 }

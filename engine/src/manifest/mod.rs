@@ -335,23 +335,19 @@ fn validate_plugins(m: &Manifest, allow_paths: bool, ctx: &Context) -> Result<()
         for (name, encoder) in table {
             let at = KeyPath::default().name(section).name(name).name("plugin");
             let plugin = &encoder.plugin;
-            if crate::plugin::is_path(plugin) && !allow_paths {
-                return Err(ctx.error(
-                    &at,
-                    format!(
-                        "{plugin:?} is a file path; plugins load only from the plugin folders \
-                         (--plugin-dir, {}, the binary's folder): name the plugin, or pass \
-                         --allow-plugin-path to load this library",
-                        crate::plugin::PATH_VAR
-                    ),
-                ));
-            }
-            if !crate::plugin::is_path(plugin) && !crate::plugin::valid_name(plugin) {
-                return Err(ctx.error(
-                    &at,
-                    format!("invalid plugin name {plugin:?}: use letters, digits, '_' and '-'"),
-                ));
-            }
+            let refusal = match crate::plugin::is_path(plugin) {
+                true if !allow_paths => format!(
+                    "{plugin:?} is a file path; plugins load only from the plugin folders \
+                     (--plugin-dir, {}, the binary's folder): name the plugin, or pass \
+                     --allow-plugin-path to load this library",
+                    crate::plugin::PATH_VAR
+                ),
+                false if !crate::plugin::valid_name(plugin) => {
+                    format!("invalid plugin name {plugin:?}: use letters, digits, '_' and '-'")
+                }
+                _ => continue,
+            };
+            return Err(ctx.error(&at, refusal));
         }
     }
     Ok(())
